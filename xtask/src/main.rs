@@ -1,0 +1,36 @@
+//! Developer tasks. Every step that installs something lives in [`setup`], so that the two
+//! README commands (`cargo xtask run`, `cargo xtask test`) work on a fresh Debian machine and
+//! install nothing the second time.
+
+mod cmd;
+mod run;
+mod setup;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "port-monitor developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (apt packages, rust-src, bpf-linker), if missing.
+    Setup,
+    /// Install what is missing, build in release mode and run the exporter (as root).
+    Run(run::Options),
+    /// Install what is missing and run every check: format, lints, unit and privileged tests.
+    Test(test::Options),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::install(setup::Purpose::Test),
+        Task::Run(options) => run::run(&options),
+        Task::Test(options) => test::run(&options),
+    }
+}

@@ -1,0 +1,111 @@
+//! Installs what building, running and testing port-monitor need, and nothing that is already
+//! there: a second run only checks. Facts behind the choices are in ../shared/PLATFORM.md.
+
+use anyhow::{Result, bail};
+
+use crate::cmd;
+
+/// What the caller is about to do, which decides what must be present.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Build and run the exporter.
+    Run,
+    /// Build the exporter and run every test.
+    Test,
+}
+
+/// The LLVM that bpf-linker links against. bpf-linker's default (LLVM 23) is not packaged for
+/// this Debian release; LLVM 22 is, in bookworm-security.
+const LLVM_MAJOR: &str = "22";
+
+/// Debian packages needed to build (bpf-linker needs LLVM's development files).
+const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
+
+/// Debian packages the tests use: `ip` and `ss` (namespaces and ground truth), `bpftool`
+/// (nothing left attached after shutdown) and `promtool` (exposition format check).
+const TEST_PACKAGES: &[&str] = &["iproute2", "bpftool", "prometheus"];
+
+pub fn install(purpose: Purpose) -> Result<()> {
+    let mut packages = BUILD_PACKAGES.to_vec();
+    if purpose == Purpose::Test {
+        packages.extend_from_slice(TEST_PACKAGES);
+    }
+    install_apt_packages(&packages)?;
+    install_rust_src()?;
+    install_bpf_linker()
+}
+
+fn install_apt_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|package| !is_apt_package_installed(package))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    require_root(&format!(
+        "install the Debian packages {}",
+        missing.join(" ")
+    ))?;
+    cmd::run(
+        cmd::command("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    cmd::run(
+        cmd::command("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn is_apt_package_installed(package: &str) -> bool {
+    cmd::output(cmd::command("dpkg-query").args(["-W", "-f=${db:Status-Status}", package]))
+        .is_some_and(|status| status.trim() == "installed")
+}
+
+/// The eBPF crate is built with `-Z build-std=core`, which needs the nightly's source.
+fn install_rust_src() -> Result<()> {
+    let installed = cmd::output(cmd::command("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
+    .unwrap_or_default();
+    if installed.lines().any(|line| line.starts_with("rust-src")) {
+        return Ok(());
+    }
+    cmd::run(cmd::command("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
+}
+
+fn install_bpf_linker() -> Result<()> {
+    if cmd::succeeds(cmd::command("bpf-linker").arg("--version")) {
+        return Ok(());
+    }
+    let llvm_feature = format!("llvm-{LLVM_MAJOR}");
+    cmd::run(
+        cmd::command("cargo")
+            .args(["install", "bpf-linker", "--locked", "--no-default-features"])
+            .args(["--features", &llvm_feature])
+            .env("LLVM_PREFIX", format!("/usr/lib/llvm-{LLVM_MAJOR}")),
+    )
+}
+
+/// Installing system packages needs root; say so before apt-get fails with a lock error.
+fn require_root(action: &str) -> Result<()> {
+    let uid = cmd::output(cmd::command("id").arg("-u")).unwrap_or_default();
+    if uid.trim() != "0" {
+        bail!("need root to {action}: run this command as root (sudo -E cargo xtask ...)");
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! Offsets of the kernel struct fields the programs read.
+//!
+//! The Rust eBPF toolchain emits no CO-RE relocations, so offsets compiled into the object would
+//! be right for one kernel build only. Instead the daemon reads them from the running kernel's
+//! BTF (`/sys/kernel/btf/vmlinux`) at start-up and writes them into the programs' read-only data
+//! before loading. The verifier sees them as constants, so `tp_btf` programs read fields with
+//! plain loads checked against BTF, not with a helper call per field.
+
+/// Name of the global the daemon overrides with the running kernel's [`KernelLayout`].
+pub const LAYOUT_GLOBAL: &str = "KERNEL_LAYOUT";
+
+/// Byte offsets of kernel struct fields. All `u32`, so the struct has no padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// `struct sock` → `__sk_common.skc_family` (`u16`).
+    pub sock_family: u32,
+    /// `struct inet_sock` → `inet_sport`: local port, network byte order (`u16`). Not
+    /// `skc_num`: `inet_put_port` zeroes that before the CLOSE transition is traced, while
+    /// `inet_sport` keeps the port a failed connect had been given.
+    pub sock_local_port: u32,
+    /// `struct sock` → `__sk_common.skc_dport`: remote port, network byte order (`u16`).
+    pub sock_remote_port: u32,
+    /// `struct sock` → `__sk_common.skc_rcv_saddr`: local IPv4 address (`u32`).
+    pub sock_local_addr4: u32,
+    /// `struct sock` → `__sk_common.skc_daddr`: remote IPv4 address (`u32`).
+    pub sock_remote_addr4: u32,
+    /// `struct sock` → `__sk_common.skc_v6_rcv_saddr`: local IPv6 address (16 bytes).
+    pub sock_local_addr6: u32,
+    /// `struct sock` → `__sk_common.skc_v6_daddr`: remote IPv6 address (16 bytes).
+    pub sock_remote_addr6: u32,
+    /// `struct sock` → `__sk_common.skc_net.net` (`struct net *`).
+    pub sock_net: u32,
+    /// `struct sock` → `sk_protocol` (`u16`).
+    pub sock_protocol: u32,
+    /// `struct sock` → `sk_err` (`int`): the error a failed connect reports to its caller.
+    pub sock_err: u32,
+    /// `struct net` → `ns.inum`: the namespace's inode number (`unsigned int`).
+    pub net_inum: u32,
+    /// `struct task_struct` → `nsproxy` (`struct nsproxy *`).
+    pub task_nsproxy: u32,
+    /// `struct nsproxy` → `net_ns` (`struct net *`).
+    pub nsproxy_net: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only u32 fields, so no padding.
+unsafe impl aya::Pod for KernelLayout {}

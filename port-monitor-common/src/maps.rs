@@ -1,0 +1,83 @@
+//! Names, keys and sizes of the maps the daemon reads. Each map's purpose and why its size is
+//! what it is lives beside its definition in `port-monitor-ebpf/src/maps.rs`.
+
+/// Per-CPU hash of [`ErrorKey`] to a count of failed socket calls.
+pub const SOCKET_ERRORS: &str = "SOCKET_ERRORS";
+/// Ring buffer of [`crate::event::FailureEvent`] records.
+pub const EVENTS: &str = "EVENTS";
+/// Per-CPU array of [`Counter`] values: what the kernel programs could not record.
+pub const COUNTERS: &str = "COUNTERS";
+/// Per-CPU array of TCP state transition counts, indexed by [`transition_index`].
+pub const TCP_TRANSITIONS: &str = "TCP_TRANSITIONS";
+
+/// Capacity of [`SOCKET_ERRORS`]: one entry per (netns, operation, protocol, errno) seen.
+/// A node has at most a few hundred namespaces and a handful of errnos each.
+pub const SOCKET_ERRORS_MAX_ENTRIES: u32 = 16_384;
+
+/// Size in bytes of the [`EVENTS`] ring buffer (a power of two, a multiple of the page size).
+/// 1 MiB holds ~11,000 failure records: several seconds of a client failing in a tight loop.
+pub const EVENTS_BYTE_SIZE: u32 = 1 << 20;
+
+/// The kernel's TCP states run from 1 (`TCP_ESTABLISHED`) to 13 (`TCP_BOUND_INACTIVE`);
+/// 16 leaves room and keeps the index arithmetic a shift.
+pub const TCP_STATE_SLOTS: u32 = 16;
+
+/// Index of the `old -> new` TCP state transition in [`TCP_TRANSITIONS`].
+#[must_use]
+pub const fn transition_index(old: u32, new: u32) -> u32 {
+    old * TCP_STATE_SLOTS + new
+}
+
+/// Key of [`SOCKET_ERRORS`]. 12 bytes, explicit padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ErrorKey {
+    /// Inode number of the socket's network namespace.
+    pub netns: u32,
+    /// The errno, positive (`EADDRNOTAVAIL` = 99).
+    pub errno: u16,
+    /// [`crate::Operation`] as its wire value.
+    pub operation: u8,
+    /// IP protocol number ([`crate::PROTOCOL_TCP`], [`crate::PROTOCOL_UDP`]).
+    pub protocol: u8,
+    /// 1 when the kernel was choosing the local port: a connect without a bound port, a bind
+    /// to port 0. Such a call failing with "address in use / not available" means the
+    /// namespace ran out of ports.
+    pub auto_port: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Slots of the [`COUNTERS`] array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// A record did not fit in the ring buffer and was dropped (its count was still kept).
+    EventsLost = 0,
+    /// A new [`ErrorKey`] did not fit in [`SOCKET_ERRORS`]; the failure went uncounted.
+    ErrorKeysDropped = 1,
+}
+
+/// Number of slots in [`COUNTERS`].
+pub const COUNTER_SLOTS: u32 = 2;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: repr(C), only integer fields, no padding (asserted in the tests below).
+    unsafe impl aya::Pod for super::ErrorKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_key_has_no_padding() {
+        assert_eq!(core::mem::size_of::<ErrorKey>(), 4 + 2 + 1 + 1 + 1 + 3);
+    }
+
+    #[test]
+    fn transition_indices_fit_the_table() {
+        assert_eq!(transition_index(13, 13), 13 * 16 + 13);
+        assert!(transition_index(15, 15) < TCP_STATE_SLOTS * TCP_STATE_SLOTS);
+    }
+}

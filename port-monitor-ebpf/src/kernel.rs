@@ -1,0 +1,54 @@
+//! Reading kernel structs at the offsets the daemon found in the running kernel's BTF.
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use port_monitor_common::kernel::KernelLayout;
+
+/// Overridden by the daemon before loading (see `port_monitor_common::kernel`). Lives in
+/// `.rodata`, which is frozen after load: the verifier reads these values as constants.
+#[unsafe(no_mangle)]
+static KERNEL_LAYOUT: KernelLayout = KernelLayout {
+    sock_family: 0,
+    sock_local_port: 0,
+    sock_remote_port: 0,
+    sock_local_addr4: 0,
+    sock_remote_addr4: 0,
+    sock_local_addr6: 0,
+    sock_remote_addr6: 0,
+    sock_net: 0,
+    sock_protocol: 0,
+    sock_err: 0,
+    net_inum: 0,
+    task_nsproxy: 0,
+    nsproxy_net: 0,
+};
+
+/// The layout, read so that the compiler cannot fold the placeholder zeros above.
+#[inline(always)]
+pub fn layout() -> KernelLayout {
+    // SAFETY: a plain read of a static.
+    unsafe { core::ptr::read_volatile(&raw const KERNEL_LAYOUT) }
+}
+
+/// Reads a `T` at `offset` bytes from `base`, a kernel pointer.
+#[inline(always)]
+pub fn read<T>(base: *const u8, offset: u32) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel copies through the kernel's fault-safe path; a bad
+    // pointer yields an error, not a fault.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()).ok() }
+}
+
+/// The inode number of the network namespace `net` (a `struct net *`).
+#[inline(always)]
+pub fn net_inum(net: *const u8, layout: &KernelLayout) -> Option<u32> {
+    read::<u32>(net, layout.net_inum)
+}
+
+/// The inode number of the calling task's network namespace.
+#[inline(always)]
+pub fn current_net_inum(layout: &KernelLayout) -> Option<u32> {
+    // SAFETY: the helper returns the current task pointer; it is only read through `read`.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let nsproxy = read::<*const u8>(task, layout.task_nsproxy)?;
+    let net = read::<*const u8>(nsproxy, layout.nsproxy_net)?;
+    net_inum(net, layout)
+}

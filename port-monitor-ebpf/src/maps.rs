@@ -1,0 +1,36 @@
+//! Every map of the kernel programs, with its size and why.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use port_monitor_common::maps::{
+    COUNTER_SLOTS, EVENTS_BYTE_SIZE, ErrorKey, SOCKET_ERRORS_MAX_ENTRIES, TCP_STATE_SLOTS,
+};
+
+use crate::probes::bind::BindRequest;
+
+/// Failed socket calls by (netns, operation, protocol, errno). Per-CPU, so counting takes no
+/// lock and no atomic; the daemon sums the CPUs when it reads.
+#[map]
+pub static SOCKET_ERRORS: PerCpuHashMap<ErrorKey, u64> =
+    PerCpuHashMap::with_max_entries(SOCKET_ERRORS_MAX_ENTRIES, 0);
+
+/// TCP state transitions, indexed by `old * 16 + new`: the hot path's only work.
+#[map]
+pub static TCP_TRANSITIONS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(TCP_STATE_SLOTS * TCP_STATE_SLOTS, 0);
+
+/// What could not be recorded (see `port_monitor_common::maps::Counter`).
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Failure records for the daemon (who failed, toward where).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTE_SIZE, 0);
+
+/// The address a thread asked `bind()` for, from the cgroup bind hook until the syscall
+/// returns. LRU and small: a thread is in at most one `bind()` at a time, and an entry whose
+/// exit was never seen (the daemon attached mid-call) is simply evicted.
+#[map]
+pub static BIND_REQUESTS: LruHashMap<u64, BindRequest> = LruHashMap::with_max_entries(4096, 0);

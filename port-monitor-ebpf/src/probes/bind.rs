@@ -1,0 +1,130 @@
+//! `bind()` results: the cgroup `bind4`/`bind6` hooks see what was asked, the
+//! `syscalls/sys_exit_bind` tracepoint sees the errno.
+//!
+//! Only the syscall exit tells the errno (EADDRINUSE, EACCES, ...): the cgroup hooks run
+//! before `__inet_bind` decides, and `post_bind` runs only on success. The cgroup hook runs
+//! inside the same bind() call, in the caller's context, so the two are joined by thread id.
+//! bind() is rare next to connect(), so the per-call cost is negligible; enabling a syscall
+//! tracepoint does put every syscall on the slower traced path (measured in BENCHMARKS.md).
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::{cgroup_sock_addr, tracepoint},
+    programs::{SockAddrContext, TracePointContext},
+};
+use port_monitor_common::{FAMILY_INET, FAMILY_INET6, Operation, maps::ErrorKey};
+
+use crate::{
+    kernel::{self, layout},
+    maps::BIND_REQUESTS,
+    record::{self, Failure},
+};
+
+/// What a thread asked bind() for.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BindRequest {
+    addr: [u8; 16],
+    family: u16,
+    /// Host byte order; 0 asks the kernel to choose.
+    port: u16,
+    protocol: u8,
+    _pad: [u8; 3],
+}
+
+/// The cgroup hook's verdict: 1 lets the bind() go ahead. These programs only watch; they
+/// must never refuse a call.
+const ALLOW: i32 = 1;
+
+#[cgroup_sock_addr(bind4)]
+pub fn bind4_request(ctx: SockAddrContext) -> i32 {
+    remember(&ctx, FAMILY_INET);
+    ALLOW
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn bind6_request(ctx: SockAddrContext) -> i32 {
+    remember(&ctx, FAMILY_INET6);
+    ALLOW
+}
+
+#[inline(always)]
+fn remember(ctx: &SockAddrContext, family: u16) {
+    // SAFETY: the context pointer is valid for the program's run.
+    let addr = unsafe { &*ctx.sock_addr };
+    let mut bytes = [0u8; 16];
+    if family == FAMILY_INET {
+        bytes[..4].copy_from_slice(&addr.user_ip4.to_ne_bytes());
+    } else {
+        for (chunk, word) in bytes.chunks_exact_mut(4).zip(addr.user_ip6) {
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "ports and protocols fit their types"
+    )]
+    let request = BindRequest {
+        addr: bytes,
+        family,
+        // user_port holds the port in network byte order in its low 16 bits.
+        port: u16::from_be(addr.user_port as u16),
+        protocol: addr.protocol as u8,
+        _pad: [0; 3],
+    };
+    // Failing to remember only loses this call's errno: nothing to do about it here.
+    let _ = BIND_REQUESTS.insert(&bpf_get_current_pid_tgid(), &request, 0);
+}
+
+/// Offset of `long ret` in the `sys_exit_bind` record (see its `format` file in tracefs):
+/// 8 bytes of common fields, `int __syscall_nr` padded to 8.
+const SYS_EXIT_RET_OFFSET: usize = 16;
+
+#[tracepoint(category = "syscalls", name = "sys_exit_bind")]
+pub fn bind_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: BIND_REQUESTS values are plain data; the entry is copied out before removal.
+    let Some(request) = (unsafe { BIND_REQUESTS.get(&pid_tgid) }).copied() else {
+        // Not an IPv4/IPv6 bind (or the hook missed it): nothing to report.
+        return 0;
+    };
+    let _ = BIND_REQUESTS.remove(&pid_tgid);
+    // SAFETY: the offset is within the tracepoint's record.
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(SYS_EXIT_RET_OFFSET) }) else {
+        return 0;
+    };
+    if ret < 0 {
+        on_bind_failed(&request, ret);
+    }
+    0
+}
+
+#[inline(always)]
+fn on_bind_failed(request: &BindRequest, ret: i64) -> Option<()> {
+    let layout = layout();
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "errno < 4096"
+    )]
+    let errno = (-ret) as u16;
+    let key = ErrorKey {
+        netns: kernel::current_net_inum(&layout)?,
+        errno,
+        operation: Operation::Bind as u8,
+        protocol: request.protocol,
+        auto_port: u8::from(request.port == 0),
+        _pad: [0; 3],
+    };
+    record::count_error(&key);
+    record::send(&Failure {
+        key,
+        has_caller: true,
+        family: request.family,
+        local_port: request.port,
+        remote_port: 0,
+        local_addr: request.addr,
+        remote_addr: [0; 16],
+    });
+    Some(())
+}

@@ -1,0 +1,4 @@
+//! One module per hook family, named after what it attaches to.
+
+pub mod bind;
+pub mod tcp_state;

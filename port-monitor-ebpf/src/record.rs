@@ -1,0 +1,101 @@
+//! Counting a failed socket call and sending its record.
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+    },
+};
+use port_monitor_common::{
+    event::{EventKind, FLAG_AUTO_PORT, FLAG_HAS_CALLER, FailureEvent},
+    maps::{Counter, ErrorKey},
+};
+
+use crate::maps::{COUNTERS, EVENTS, SOCKET_ERRORS};
+
+/// Past this much unread data the record wakes the reader; below it the reader finds records
+/// on its own timer. A wake-up per record cost the workload ~40% in a connect loop, batching
+/// ~8% (../shared/PLATFORM.md).
+const WAKEUP_THRESHOLD_BYTES: u64 = 256 * 1024;
+
+/// Adds one to the count of `key`, creating the entry if it is the first.
+#[inline(always)]
+pub fn count_error(key: &ErrorKey) {
+    if let Some(count) = SOCKET_ERRORS.get_ptr_mut(key) {
+        // SAFETY: a per-CPU slot: nothing else writes it while this program runs.
+        unsafe { *count += 1 };
+    } else if SOCKET_ERRORS.insert(key, 1, 0).is_err() {
+        bump(Counter::ErrorKeysDropped);
+    }
+}
+
+/// Adds one to a slot of the `COUNTERS` array.
+#[inline(always)]
+pub fn bump(counter: Counter) {
+    if let Some(count) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: a per-CPU slot: nothing else writes it while this program runs.
+        unsafe { *count += 1 };
+    }
+}
+
+/// The part of a failure record the caller fills in.
+pub struct Failure {
+    pub key: ErrorKey,
+    pub has_caller: bool,
+    pub family: u16,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+}
+
+/// Sends the record of `failure`, or counts it as lost when the ring buffer is full.
+#[inline(always)]
+pub fn send(failure: &Failure) {
+    let Some(mut entry) = EVENTS.reserve::<FailureEvent>(0) else {
+        bump(Counter::EventsLost);
+        return;
+    };
+    let (tgid, pid, cgroup_id, comm) = if failure.has_caller {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        // SAFETY: a helper without preconditions.
+        let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        ((pid_tgid >> 32) as u32, pid_tgid as u32, cgroup_id, comm)
+    } else {
+        (0, 0, 0, [0; 16])
+    };
+    entry.write(FailureEvent {
+        kind: EventKind::Failure as u8,
+        operation: failure.key.operation,
+        protocol: failure.key.protocol,
+        flags: if failure.has_caller {
+            FLAG_HAS_CALLER
+        } else {
+            0
+        } | if failure.key.auto_port != 0 {
+            FLAG_AUTO_PORT
+        } else {
+            0
+        },
+        netns: failure.key.netns,
+        // SAFETY: a helper without preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        cgroup_id,
+        tgid,
+        pid,
+        errno: failure.key.errno,
+        family: failure.family,
+        local_port: failure.local_port,
+        remote_port: failure.remote_port,
+        local_addr: failure.local_addr,
+        remote_addr: failure.remote_addr,
+        comm,
+    });
+    let wakeup = if EVENTS.query(BPF_RB_AVAIL_DATA.into()) > WAKEUP_THRESHOLD_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(wakeup.into());
+}

@@ -1,0 +1,209 @@
+//! Command-line flags, in the Prometheus style (`--web.listen-address`), each also settable
+//! from an environment variable. Bad values are refused at start-up with the flag's name and
+//! what would be accepted.
+
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// eBPF ephemeral port monitor and Prometheus exporter.
+#[derive(Debug, Parser)]
+#[command(name = "port-monitor", version, about, long_about = None)]
+pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Address to serve metrics on: "host:port", or ":port" for every interface.
+    #[arg(
+        long = "web.listen-address",
+        env = "PORT_MONITOR_WEB_LISTEN_ADDRESS",
+        default_value = ":9977",
+        value_parser = parse_listen_address
+    )]
+    pub listen_address: SocketAddr,
+
+    /// Path under which to serve metrics.
+    #[arg(
+        long = "web.telemetry-path",
+        env = "PORT_MONITOR_WEB_TELEMETRY_PATH",
+        default_value = "/metrics",
+        value_parser = parse_telemetry_path
+    )]
+    pub telemetry_path: String,
+
+    /// Only log messages at or above this level.
+    #[arg(
+        long = "log.level",
+        env = "PORT_MONITOR_LOG_LEVEL",
+        default_value = "info",
+        value_enum
+    )]
+    pub log_level: LogLevel,
+
+    /// Log line format.
+    #[arg(
+        long = "log.format",
+        env = "PORT_MONITOR_LOG_FORMAT",
+        default_value = "text",
+        value_enum
+    )]
+    pub log_format: LogFormat,
+
+    /// How often to read every namespace's socket tables (e.g. 5s, 500ms). Gauges are exact
+    /// as of the latest read; a shorter interval costs more CPU on nodes with many sockets.
+    #[arg(
+        long = "snapshot.interval",
+        env = "PORT_MONITOR_SNAPSHOT_INTERVAL",
+        default_value = "5s",
+        value_parser = parse_interval
+    )]
+    pub snapshot_interval: Duration,
+
+    /// How often to read the kernel programs' counters and records (e.g. 1s, 200ms).
+    #[arg(
+        long = "kernel.poll-interval",
+        env = "PORT_MONITOR_KERNEL_POLL_INTERVAL",
+        default_value = "1s",
+        value_parser = parse_interval
+    )]
+    pub poll_interval: Duration,
+
+    /// procfs mount point of the host (in a container: the host's /proc, with hostPID).
+    #[arg(
+        long = "path.procfs",
+        env = "PORT_MONITOR_PATH_PROCFS",
+        default_value = "/proc"
+    )]
+    pub procfs: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Probe the kernel, load and attach every program, print which hook gives which fact,
+    /// take one snapshot, then detach and exit: 0 when everything works.
+    Check,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    #[must_use]
+    pub const fn as_tracing(self) -> tracing::Level {
+        match self {
+            Self::Debug => tracing::Level::DEBUG,
+            Self::Info => tracing::Level::INFO,
+            Self::Warn => tracing::Level::WARN,
+            Self::Error => tracing::Level::ERROR,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines with key=value fields.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The shortest interval accepted: below it the daemon would mostly measure itself.
+const MIN_INTERVAL: Duration = Duration::from_millis(50);
+
+fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
+    let invalid = || {
+        format!("expected \"host:port\" or \":port\" (e.g. :9977, 127.0.0.1:9977), got {text:?}")
+    };
+    if let Some(port) = text.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| invalid())?;
+        // Like Prometheus exporters: every interface, IPv6 and IPv4 (the socket is dual-stack).
+        return Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
+    }
+    text.parse().map_err(|_| invalid())
+}
+
+fn parse_telemetry_path(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        return Err(format!("must start with \"/\", got {text:?}"));
+    }
+    if text == "/" || text.starts_with("/-/") {
+        return Err(format!(
+            "{text:?} is taken by the landing page or the health endpoints"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(text)
+        .map_err(|error| format!("expected a duration such as 5s or 500ms: {error}"))?;
+    if interval < MIN_INTERVAL {
+        return Err(format!(
+            "must be at least {}",
+            humantime::format_duration(MIN_INTERVAL)
+        ));
+    }
+    Ok(interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        Config::try_parse_from(std::iter::once("port-monitor").chain(args.iter().copied()))
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn defaults_serve_metrics_on_every_interface() {
+        let config = parse(&[]).expect("defaults are valid");
+        assert_eq!(config.listen_address, "[::]:9977".parse().expect("literal"));
+        assert_eq!(config.telemetry_path, "/metrics");
+        assert_eq!(config.snapshot_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn accepts_prometheus_style_flags() {
+        let config = parse(&[
+            "--web.listen-address=127.0.0.1:9999",
+            "--web.telemetry-path=/prom",
+            "--log.level=debug",
+            "--snapshot.interval=250ms",
+        ])
+        .expect("valid flags");
+        assert_eq!(
+            config.listen_address,
+            "127.0.0.1:9999".parse().expect("literal")
+        );
+        assert_eq!(config.telemetry_path, "/prom");
+        assert_eq!(config.log_level, LogLevel::Debug);
+        assert_eq!(config.snapshot_interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn refuses_bad_values_naming_the_flag() {
+        let cases = [
+            (&["--web.listen-address=9977"][..], "--web.listen-address"),
+            (&["--web.listen-address=:99999"][..], "\":port\""),
+            (&["--web.telemetry-path=metrics"][..], "must start with"),
+            (&["--web.telemetry-path=/-/ready"][..], "health endpoints"),
+            (&["--snapshot.interval=5"][..], "--snapshot.interval"),
+            (&["--snapshot.interval=1ms"][..], "at least 50ms"),
+            (&["--log.level=loud"][..], "--log.level"),
+        ];
+        for (args, expected) in cases {
+            let error = parse(args).expect_err("invalid flag");
+            assert!(error.contains(expected), "{args:?}: {error}");
+        }
+    }
+}

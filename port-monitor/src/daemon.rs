@@ -1,0 +1,177 @@
+//! Putting the pieces together: load the programs, start the snapshot thread and the kernel
+//! reader, serve HTTP until SIGTERM or SIGINT, then detach everything.
+
+use std::sync::{
+    Arc, RwLock,
+    atomic::{AtomicBool, Ordering},
+    mpsc,
+};
+
+use anyhow::{Context as _, Result};
+use prometheus::Registry;
+use tokio::sync::watch;
+
+use crate::{
+    config::{Command, Config, LogFormat},
+    exporter::{
+        ModelCollector,
+        metrics::Static,
+        server::{self, Endpoint},
+    },
+    kernel::{self, Kernel},
+    model::Model,
+    snapshot,
+};
+
+/// Sets up logging to stderr in the configured format.
+pub fn init_logging(config: &Config) {
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(config.log_level.as_tracing())
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs the command the configuration names.
+///
+/// # Errors
+/// When start-up fails; the error says what is missing and what to do.
+pub fn run(config: Config) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match config.command {
+        Some(Command::Check) => runtime.block_on(check(&config)),
+        None => runtime.block_on(serve(config)),
+    }
+}
+
+/// The revision this binary was built from, set by build.rs.
+const REVISION: &str = env!("PORT_MONITOR_REVISION");
+
+async fn serve(config: Config) -> Result<()> {
+    // Bind first: a port already taken is the most common start-up mistake, and finding it
+    // before loading anything into the kernel keeps the failure cheap and clear.
+    let listener = server::bind(config.listen_address).await.with_context(|| {
+        format!(
+            "cannot listen on {} (--web.listen-address)",
+            config.listen_address
+        )
+    })?;
+    let (kernel, events) = Kernel::load().context("cannot start the kernel programs")?;
+    for hook in kernel.hooks() {
+        tracing::info!(program = hook.program, hook = %hook.attach_point, facts = hook.facts, "attached");
+    }
+
+    let model = Arc::new(RwLock::new(Model::default()));
+    let registry = registry(&model, kernel.hooks())?;
+    let endpoint = Arc::new(Endpoint {
+        registry,
+        telemetry_path: config.telemetry_path.clone(),
+        ready: AtomicBool::new(false),
+    });
+
+    let (stop_snapshots, snapshots_stopped) = mpsc::channel();
+    let ready = Arc::clone(&endpoint);
+    let snapshots = snapshot::spawn(
+        config.procfs.clone(),
+        config.snapshot_interval,
+        Arc::clone(&model),
+        snapshots_stopped,
+        move || ready.ready.store(true, Ordering::Release),
+    )
+    .context("starting the snapshot thread")?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let reader = tokio::spawn(kernel::reader::run(
+        kernel,
+        events,
+        Arc::clone(&model),
+        config.poll_interval,
+        shutdown_rx,
+    ));
+
+    tracing::info!(address = %listener.local_addr()?, path = %config.telemetry_path, "serving metrics");
+    server::serve(listener, endpoint, shutdown_signal()).await;
+
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    let _ = stop_snapshots.send(());
+    let kernel = reader.await.context("the kernel reader failed")??;
+    drop(kernel);
+    tracing::info!("kernel programs detached");
+    if snapshots.join().is_err() {
+        tracing::warn!("the snapshot thread panicked");
+    }
+    Ok(())
+}
+
+fn registry(model: &Arc<RwLock<Model>>, hooks: &[kernel::Hook]) -> Result<Registry> {
+    let registry = Registry::new();
+    let fixed = Static {
+        hooks: hooks.to_vec(),
+        version: env!("CARGO_PKG_VERSION"),
+        revision: REVISION,
+    };
+    registry.register(Box::new(ModelCollector::new(Arc::clone(model), fixed)?))?;
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    Ok(registry)
+}
+
+/// Completes on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the daemon");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// `port-monitor check`: load, attach, report, take one snapshot, detach.
+async fn check(config: &Config) -> Result<()> {
+    let (kernel, _events) = Kernel::load().context("cannot start the kernel programs")?;
+    println!("kernel programs attached:");
+    for hook in kernel.hooks() {
+        println!(
+            "  {:<18} {:<48} {}",
+            hook.program, hook.attach_point, hook.facts
+        );
+    }
+    let procfs = config.procfs.clone();
+    let node = tokio::task::spawn_blocking(move || snapshot::snapshot_node(&procfs)).await?;
+    println!(
+        "snapshot: {} network namespaces read in {:.1} ms, {} unreadable",
+        node.namespaces.len(),
+        node.duration.as_secs_f64() * 1000.0,
+        node.failed.len()
+    );
+    kernel
+        .read_counters()
+        .context("reading the kernel programs' counters")?;
+    drop(kernel);
+    println!("all programs detached: OK");
+    if node.failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} namespaces could not be read (see the log above)",
+            node.failed.len()
+        )
+    }
+}

@@ -1,0 +1,6 @@
+//! The Prometheus side: render the model as metric families, serve them over HTTP.
+
+pub mod metrics;
+pub mod server;
+
+pub use metrics::ModelCollector;

@@ -1,0 +1,218 @@
+//! The HTTP endpoint: metrics, a landing page and the health endpoints.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::Incoming,
+    header::{ALLOW, CONTENT_TYPE, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::{Encoder as _, Registry, TextEncoder};
+use tokio::net::TcpListener;
+
+/// What the handlers share.
+pub struct Endpoint {
+    pub registry: Registry,
+    pub telemetry_path: String,
+    /// Set once the programs are attached and the first snapshot is in the model.
+    pub ready: AtomicBool,
+}
+
+/// A client slower than this to send its request headers is disconnected, so that idle or
+/// trickling connections cannot pile up.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds the listen address. An unspecified IPv6 address (the ":port" form) falls back to
+/// IPv4 on hosts without IPv6.
+///
+/// # Errors
+/// When the address cannot be bound (in use, not local, no permission).
+pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    match TcpListener::bind(address).await {
+        Err(error) if address.ip().is_unspecified() && address.is_ipv6() => {
+            let fallback = SocketAddr::from(([0, 0, 0, 0], address.port()));
+            tracing::debug!(%error, %fallback, "IPv6 unavailable, listening on IPv4 only");
+            TcpListener::bind(fallback).await
+        }
+        result => result,
+    }
+}
+
+/// Serves HTTP on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    endpoint: Arc<Endpoint>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let endpoint = Arc::clone(&endpoint);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let endpoint = Arc::clone(&endpoint);
+                async move { Ok::<_, Infallible>(handle(&endpoint, &request)) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Answers one request.
+#[must_use]
+pub fn handle(endpoint: &Endpoint, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    route(endpoint, request.method(), request.uri().path())
+}
+
+fn route(endpoint: &Endpoint, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
+        let mut response = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Only GET and HEAD are supported.\n",
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let mut response = match path {
+        path if path == endpoint.telemetry_path => metrics(endpoint),
+        "/" => landing(&endpoint.telemetry_path),
+        "/-/healthy" => text(StatusCode::OK, "Healthy.\n"),
+        "/-/ready" if endpoint.ready.load(Ordering::Acquire) => text(StatusCode::OK, "Ready.\n"),
+        "/-/ready" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready: programs attaching or first snapshot pending.\n",
+        ),
+        _ => text(StatusCode::NOT_FOUND, "Not found.\n"),
+    };
+    if method == Method::HEAD {
+        *response.body_mut() = Full::new(Bytes::new());
+    }
+    response
+}
+
+fn metrics(endpoint: &Endpoint) -> Response<Full<Bytes>> {
+    let encoder = TextEncoder::new();
+    let mut body = Vec::new();
+    match encoder.encode(&endpoint.registry.gather(), &mut body) {
+        Ok(()) => {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            if let Ok(content_type) = HeaderValue::from_str(encoder.format_type()) {
+                response.headers_mut().insert(CONTENT_TYPE, content_type);
+            }
+            response
+        }
+        Err(error) => {
+            tracing::error!(%error, "encoding metrics failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Encoding metrics failed.\n",
+            )
+        }
+    }
+}
+
+fn landing(telemetry_path: &str) -> Response<Full<Bytes>> {
+    let page = format!(
+        "<html><head><title>port-monitor</title></head><body><h1>port-monitor</h1>\
+         <p>eBPF ephemeral port monitor.</p><ul><li><a href=\"{telemetry_path}\">Metrics</a></li>\
+         <li><a href=\"/-/healthy\">Health</a></li><li><a href=\"/-/ready\">Readiness</a></li>\
+         </ul></body></html>\n"
+    );
+    let mut response = Response::new(Full::new(Bytes::from(page)));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(ready: bool) -> Endpoint {
+        Endpoint {
+            registry: Registry::new(),
+            telemetry_path: "/metrics".into(),
+            ready: AtomicBool::new(ready),
+        }
+    }
+
+    #[test]
+    fn routes_requests() {
+        let cases = [
+            (Method::GET, "/metrics", true, StatusCode::OK),
+            (Method::HEAD, "/metrics", true, StatusCode::OK),
+            (Method::GET, "/", true, StatusCode::OK),
+            (Method::GET, "/-/healthy", false, StatusCode::OK),
+            (Method::GET, "/-/ready", true, StatusCode::OK),
+            (
+                Method::GET,
+                "/-/ready",
+                false,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (Method::GET, "/nope", true, StatusCode::NOT_FOUND),
+            (
+                Method::POST,
+                "/metrics",
+                true,
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (Method::DELETE, "/", true, StatusCode::METHOD_NOT_ALLOWED),
+        ];
+        for (method, path, ready, expected) in cases {
+            let response = route(&endpoint(ready), &method, path);
+            assert_eq!(response.status(), expected, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn method_not_allowed_says_what_is() {
+        let response = route(&endpoint(true), &Method::PUT, "/metrics");
+        assert_eq!(response.headers()[ALLOW], "GET, HEAD");
+    }
+}

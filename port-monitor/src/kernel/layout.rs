@@ -1,0 +1,140 @@
+//! Field offsets of the running kernel, read from its BTF (see
+//! `port_monitor_common::kernel` for why they are not compiled in).
+
+use btf_rs::{Btf, Type};
+use port_monitor_common::kernel::KernelLayout;
+
+/// The running kernel's BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Why a field's offset could not be found.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error(
+        "cannot read the kernel's BTF at {VMLINUX_BTF}: {source}. port-monitor needs a kernel \
+         built with CONFIG_DEBUG_INFO_BTF=y (every major distribution since 2020 has it)"
+    )]
+    Btf { source: btf_rs::Error },
+    #[error("the kernel's BTF has no struct {0}")]
+    NoStruct(String),
+    #[error("the kernel's BTF has no field {field} in struct {within}")]
+    NoField { within: String, field: String },
+}
+
+/// Reads the offsets the kernel programs need from `/sys/kernel/btf/vmlinux`.
+///
+/// # Errors
+/// When the BTF is missing or lacks one of the fields.
+pub fn from_running_kernel() -> Result<KernelLayout, LayoutError> {
+    let btf = Btf::from_file(VMLINUX_BTF).map_err(|source| LayoutError::Btf { source })?;
+    resolve(&btf)
+}
+
+fn resolve(btf: &Btf) -> Result<KernelLayout, LayoutError> {
+    let sock = |path: &[&str]| offset(btf, "sock", path);
+    Ok(KernelLayout {
+        sock_family: sock(&["__sk_common", "skc_family"])?,
+        // `struct inet_sock` starts with its `struct sock`: offsets from one are from both.
+        sock_local_port: offset(btf, "inet_sock", &["inet_sport"])?,
+        sock_remote_port: sock(&["__sk_common", "skc_dport"])?,
+        sock_local_addr4: sock(&["__sk_common", "skc_rcv_saddr"])?,
+        sock_remote_addr4: sock(&["__sk_common", "skc_daddr"])?,
+        sock_local_addr6: sock(&["__sk_common", "skc_v6_rcv_saddr"])?,
+        sock_remote_addr6: sock(&["__sk_common", "skc_v6_daddr"])?,
+        sock_net: sock(&["__sk_common", "skc_net", "net"])?,
+        sock_protocol: sock(&["sk_protocol"])?,
+        sock_err: sock(&["sk_err"])?,
+        net_inum: offset(btf, "net", &["ns", "inum"])?,
+        task_nsproxy: offset(btf, "task_struct", &["nsproxy"])?,
+        nsproxy_net: offset(btf, "nsproxy", &["net_ns"])?,
+    })
+}
+
+/// Byte offset of the field at `path` (member names, outermost first) in struct `name`.
+/// Anonymous structs and unions on the way are searched too, as C name lookup does.
+fn offset(btf: &Btf, name: &str, path: &[&str]) -> Result<u32, LayoutError> {
+    let root = btf
+        .resolve_types_by_name(name)
+        .map_err(|_| LayoutError::NoStruct(name.to_owned()))?
+        .into_iter()
+        .find(|ty| matches!(ty, Type::Struct(_)))
+        .ok_or_else(|| LayoutError::NoStruct(name.to_owned()))?;
+    let mut ty = root;
+    let mut bits = 0;
+    let mut within = name.to_owned();
+    for field in path {
+        let (member_bits, member_ty) =
+            find_member(btf, &ty, field).ok_or_else(|| LayoutError::NoField {
+                within: within.clone(),
+                field: (*field).to_owned(),
+            })?;
+        bits += member_bits;
+        ty = member_ty;
+        within = format!("{within}.{field}");
+    }
+    Ok(bits / 8)
+}
+
+/// Finds `field` in struct or union `ty` (through typedefs and qualifiers), returning its bit
+/// offset and its type.
+fn find_member(btf: &Btf, ty: &Type, field: &str) -> Option<(u32, Type)> {
+    let (Type::Struct(container) | Type::Union(container)) = strip(btf, ty.clone())? else {
+        return None;
+    };
+    for member in &container.members {
+        let member_ty = strip(btf, btf.resolve_chained_type(member).ok()?)?;
+        let member_name = btf.resolve_name(member).unwrap_or_default();
+        if member_name == field {
+            return Some((member.bit_offset(), member_ty));
+        }
+        if member_name.is_empty()
+            && let Some((inner_bits, inner_ty)) = find_member(btf, &member_ty, field)
+        {
+            return Some((member.bit_offset() + inner_bits, inner_ty));
+        }
+    }
+    None
+}
+
+/// Follows typedefs and qualifiers to the type they name.
+fn strip(btf: &Btf, mut ty: Type) -> Option<Type> {
+    loop {
+        ty = match ty {
+            Type::Typedef(ref inner) => btf.resolve_chained_type(inner).ok()?,
+            Type::Volatile(ref inner) | Type::Const(ref inner) | Type::Restrict(ref inner) => {
+                btf.resolve_chained_type(inner).ok()?
+            }
+            Type::TypeTag(ref inner) => btf.resolve_chained_type(inner).ok()?,
+            other => return Some(other),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads this machine's BTF (world-readable; no root needed). The layout of
+    /// `struct sock_common` fixes a few relations that hold on every kernel.
+    #[test]
+    fn resolves_the_running_kernels_layout() {
+        let layout = from_running_kernel().expect("this kernel has BTF");
+        // skc_daddr opens the struct; inet_sock's own fields follow the whole struct sock.
+        assert_eq!(layout.sock_remote_addr4, 0);
+        assert_eq!(layout.sock_local_addr4, 4);
+        assert!(layout.sock_local_port > layout.sock_err);
+        assert_eq!(layout.sock_local_addr6, layout.sock_remote_addr6 + 16);
+        assert!(layout.sock_err > layout.sock_net);
+        assert!(layout.net_inum > 0 && layout.task_nsproxy > 0);
+    }
+
+    #[test]
+    fn names_a_missing_field() {
+        let btf = Btf::from_file(VMLINUX_BTF).expect("this kernel has BTF");
+        let error = offset(&btf, "sock", &["__sk_common", "no_such_field"]).expect_err("absent");
+        assert_eq!(
+            error.to_string(),
+            "the kernel's BTF has no field no_such_field in struct sock.__sk_common"
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! The kernel side: load the programs, attach each to its hook, read their maps and records.
+//!
+//! Which hook gives which fact, and why it is the cheapest one that gives it exactly, is
+//! written beside each program in `port-monitor-ebpf/src/probes/`; [`Hook`] carries the
+//! summary that `port-monitor check` prints and the daemon logs.
+
+pub mod decode;
+pub mod layout;
+pub mod reader;
+pub mod requirements;
+
+use std::{fs::File, os::fd::AsFd as _, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr, TracePoint},
+};
+use port_monitor_common::{
+    kernel::LAYOUT_GLOBAL,
+    maps::{self, Counter, ErrorKey, TCP_STATE_SLOTS},
+};
+
+use crate::model::{KernelCounters, NetnsId};
+
+/// The compiled kernel programs, built by `build.rs`.
+static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/port-monitor"));
+
+/// One attached program: where it sits and which facts it gives.
+#[derive(Clone, Debug)]
+pub struct Hook {
+    pub program: &'static str,
+    pub attach_point: String,
+    pub facts: &'static str,
+}
+
+/// Why the programs could not be loaded or read.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(transparent)]
+    Requirement(#[from] requirements::MissingRequirement),
+    #[error(transparent)]
+    Layout(#[from] layout::LayoutError),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("the eBPF object has no program {0} (build mismatch)")]
+    NoProgram(&'static str),
+    #[error("the eBPF object has no map {0} (build mismatch)")]
+    NoMap(&'static str),
+    #[error("program {program} ({attach_point}): {source}{hint}")]
+    Program {
+        program: &'static str,
+        attach_point: String,
+        source: aya::programs::ProgramError,
+        hint: &'static str,
+    },
+    #[error("map {map}: {source}")]
+    Map {
+        map: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("opening the cgroup v2 root {path}: {source}")]
+    Cgroup {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// The loaded, attached programs and the maps the daemon reads. Dropping it detaches every
+/// program: all attachments are links owned by file descriptors, none is pinned.
+pub struct Kernel {
+    _ebpf: Ebpf,
+    hooks: Vec<Hook>,
+    errors: PerCpuHashMap<MapData, ErrorKey, u64>,
+    transitions: PerCpuArray<MapData, u64>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+impl Kernel {
+    /// Checks the system, loads the programs, attaches them and returns them with the ring
+    /// buffer their records arrive on.
+    ///
+    /// # Errors
+    /// When a requirement is missing or the kernel refuses a program; the message names it.
+    pub fn load() -> Result<(Self, RingBuf<MapData>), KernelError> {
+        requirements::check_capabilities()?;
+        let cgroup_root = requirements::cgroup2_root()?;
+        requirements::ensure_tracefs()?;
+        let layout = layout::from_running_kernel()?;
+        let btf = aya::Btf::from_sys_fs()
+            .map_err(|error| KernelError::Load(aya::EbpfError::BtfError(error)))?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .override_global(LAYOUT_GLOBAL, &layout, true)
+            .load(PROGRAMS)
+            .map_err(KernelError::Load)?;
+        if let Err(error) = aya_log::EbpfLogger::init(&mut ebpf) {
+            // The programs only log on paths that should never run; losing that is not fatal.
+            tracing::debug!(%error, "kernel program logs unavailable");
+        }
+        let hooks = attach_all(&mut ebpf, &btf, &cgroup_root)?;
+        let events = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)
+            .map_err(map_error(maps::EVENTS))?;
+        let errors = PerCpuHashMap::try_from(take_map(&mut ebpf, maps::SOCKET_ERRORS)?)
+            .map_err(map_error(maps::SOCKET_ERRORS))?;
+        let transitions = PerCpuArray::try_from(take_map(&mut ebpf, maps::TCP_TRANSITIONS)?)
+            .map_err(map_error(maps::TCP_TRANSITIONS))?;
+        let counters = PerCpuArray::try_from(take_map(&mut ebpf, maps::COUNTERS)?)
+            .map_err(map_error(maps::COUNTERS))?;
+        Ok((
+            Self {
+                _ebpf: ebpf,
+                hooks,
+                errors,
+                transitions,
+                counters,
+            },
+            events,
+        ))
+    }
+
+    /// Where each program is attached and what it gives.
+    #[must_use]
+    pub fn hooks(&self) -> &[Hook] {
+        &self.hooks
+    }
+
+    /// Reads every counter map, summing the per-CPU values.
+    ///
+    /// # Errors
+    /// When a map read fails.
+    pub fn read_counters(&self) -> Result<KernelCounters, KernelError> {
+        let mut errors = Vec::new();
+        for entry in self.errors.iter() {
+            let (key, per_cpu) = entry.map_err(map_error(maps::SOCKET_ERRORS))?;
+            errors.push((key, per_cpu.iter().sum()));
+        }
+        let mut transitions = Vec::new();
+        for (index, per_cpu) in (0..).zip(self.transitions.iter()) {
+            let count: u64 = per_cpu
+                .map_err(map_error(maps::TCP_TRANSITIONS))?
+                .iter()
+                .sum();
+            if count > 0 {
+                #[expect(clippy::cast_possible_truncation, reason = "index < 256")]
+                transitions.push((
+                    (index / TCP_STATE_SLOTS) as u8,
+                    (index % TCP_STATE_SLOTS) as u8,
+                    count,
+                ));
+            }
+        }
+        let counter = |slot: Counter| -> Result<u64, KernelError> {
+            Ok(self
+                .counters
+                .get(&(slot as u32), 0)
+                .map_err(map_error(maps::COUNTERS))?
+                .iter()
+                .sum())
+        };
+        Ok(KernelCounters {
+            errors,
+            transitions,
+            events_lost: counter(Counter::EventsLost)?,
+            error_keys_dropped: counter(Counter::ErrorKeysDropped)?,
+        })
+    }
+
+    /// Deletes the counters of namespaces that are gone.
+    ///
+    /// # Errors
+    /// When a map operation fails.
+    pub fn forget(&mut self, gone: &[NetnsId]) -> Result<(), KernelError> {
+        let stale: Vec<ErrorKey> = self
+            .errors
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| gone.contains(&key.netns))
+            .collect();
+        for key in &stale {
+            self.errors
+                .remove(key)
+                .map_err(map_error(maps::SOCKET_ERRORS))?;
+        }
+        Ok(())
+    }
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, KernelError> {
+    ebpf.take_map(name).ok_or(KernelError::NoMap(name))
+}
+
+fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> KernelError {
+    move |source| KernelError::Map { map, source }
+}
+
+fn attach_all(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    cgroup_root: &Path,
+) -> Result<Vec<Hook>, KernelError> {
+    let mut hooks = Vec::new();
+
+    let hook = Hook {
+        program: "tcp_state_change",
+        attach_point: "tp_btf/inet_sock_set_state".into(),
+        facts: "TCP state transitions; connect() failures: out of ports (EADDRNOTAVAIL), \
+                refused, timed out, unreachable",
+    };
+    let program: &mut BtfTracePoint = program_mut(ebpf, hook.program)?;
+    program
+        .load("inet_sock_set_state", btf)
+        .and_then(|()| program.attach().map(drop))
+        .map_err(program_error(&hook))?;
+    hooks.push(hook);
+
+    let cgroup = File::open(cgroup_root).map_err(|source| KernelError::Cgroup {
+        path: cgroup_root.display().to_string(),
+        source,
+    })?;
+    for (name, hook_name) in [("bind4_request", "bind4"), ("bind6_request", "bind6")] {
+        let hook = Hook {
+            program: name,
+            attach_point: format!("cgroup/{hook_name} on {}", cgroup_root.display()),
+            facts: "bind(): the address, port and protocol asked for",
+        };
+        let program: &mut CgroupSockAddr = program_mut(ebpf, hook.program)?;
+        // Other agents on the node (CNI plugins, service meshes) attach programs to the same
+        // cgroup; port-monitor must sit beside them, not replace them. A bpf_link attachment
+        // (kernels >= 5.7) always runs beside the others, and the kernel refuses any flag on
+        // it: so the mode asked for here is the default.
+        program
+            .load()
+            .and_then(|()| {
+                program
+                    .attach(cgroup.as_fd(), CgroupAttachMode::default())
+                    .map(drop)
+            })
+            .map_err(program_error(&hook))?;
+        hooks.push(hook);
+    }
+
+    let hook = Hook {
+        program: "bind_exit",
+        attach_point: "tracepoint/syscalls/sys_exit_bind".into(),
+        facts: "bind() errno (EADDRINUSE, EACCES, ...)",
+    };
+    let program: &mut TracePoint = program_mut(ebpf, hook.program)?;
+    program
+        .load()
+        .and_then(|()| program.attach("syscalls", "sys_exit_bind").map(drop))
+        .map_err(program_error(&hook))?;
+    hooks.push(hook);
+
+    Ok(hooks)
+}
+
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, KernelError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program>,
+{
+    ebpf.program_mut(name)
+        .and_then(|program| program.try_into().ok())
+        .ok_or(KernelError::NoProgram(name))
+}
+
+fn program_error(hook: &Hook) -> impl Fn(aya::programs::ProgramError) -> KernelError + '_ {
+    move |source| {
+        let hint = if source.to_string().contains("Operation not permitted") {
+            ". The kernel refused with EPERM: check the capabilities listed in the docs, and \
+             that kernel lockdown does not forbid this program type"
+        } else {
+            ""
+        };
+        KernelError::Program {
+            program: hook.program,
+            attach_point: hook.attach_point.clone(),
+            source,
+            hint,
+        }
+    }
+}

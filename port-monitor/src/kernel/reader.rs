@@ -1,0 +1,159 @@
+//! Moving what the kernel programs produce into the model: records from the ring buffer as
+//! they come, counters on a timer.
+
+use std::{
+    sync::{Arc, PoisonError, RwLock},
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{io::unix::AsyncFd, sync::watch};
+
+use super::{Kernel, decode};
+use crate::model::{Failure, Model, errno};
+
+/// Records are submitted without a wake-up (a wake-up per record cost the workload ~40%);
+/// the reader looks on this timer, and is woken early only when the ring is filling up.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Runs until `shutdown` turns true, then returns the kernel handle so that the caller
+/// decides when the programs are detached.
+///
+/// # Errors
+/// When the ring buffer cannot be registered with the runtime.
+pub async fn run(
+    mut kernel: Kernel,
+    events: RingBuf<MapData>,
+    model: Arc<RwLock<Model>>,
+    poll_interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<Kernel> {
+    // SAFETY: the ring buffer owns its file descriptor, which stays open and the same for as
+    // long as the AsyncFd owns the ring buffer.
+    let mut events =
+        unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+            .map_err(|error| error.into_parts().1)?;
+    let mut drain_timer = tokio::time::interval(DRAIN_INTERVAL);
+    let mut poll_timer = tokio::time::interval(poll_interval);
+    let mut log = FailureLog::default();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            guard = events.readable_mut() => match guard {
+                Ok(mut guard) => {
+                    drain(guard.get_inner_mut(), &model, &mut log);
+                    guard.clear_ready();
+                }
+                Err(error) => tracing::warn!(%error, "polling the ring buffer failed"),
+            },
+            _ = drain_timer.tick() => drain(events.get_mut(), &model, &mut log),
+            _ = poll_timer.tick() => poll_counters(&mut kernel, &model),
+        }
+    }
+    // Whatever arrived before the signal still counts.
+    drain(events.get_mut(), &model, &mut log);
+    poll_counters(&mut kernel, &model);
+    Ok(kernel)
+}
+
+fn drain(events: &mut RingBuf<MapData>, model: &RwLock<Model>, log: &mut FailureLog) {
+    let mut failures = Vec::new();
+    while let Some(record) = events.next() {
+        match decode::decode(&record) {
+            Ok(failure) => failures.push(failure),
+            Err(error) => tracing::warn!(%error, "undecodable record from the kernel programs"),
+        }
+    }
+    if failures.is_empty() {
+        return;
+    }
+    for failure in &failures {
+        log.record(failure);
+    }
+    let mut model = model.write().unwrap_or_else(PoisonError::into_inner);
+    for failure in &failures {
+        model.apply_failure(failure);
+    }
+}
+
+fn poll_counters(kernel: &mut Kernel, model: &RwLock<Model>) {
+    let retired = model
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retired();
+    if !retired.is_empty() {
+        match kernel.forget(&retired) {
+            Ok(()) => model
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .forget_retired(&retired),
+            Err(error) => tracing::warn!(%error, "deleting counters of deleted namespaces failed"),
+        }
+    }
+    match kernel.read_counters() {
+        Ok(counters) => model
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .apply_kernel_counters(&counters),
+        Err(error) => tracing::warn!(%error, "reading the kernel programs' counters failed"),
+    }
+}
+
+/// Logs failed calls, at most [`FailureLog::PER_SECOND`] lines a second so that a client
+/// failing in a tight loop cannot flood the log; the rest are summarised.
+#[derive(Default)]
+struct FailureLog {
+    window: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl FailureLog {
+    const PER_SECOND: u32 = 10;
+
+    fn record(&mut self, failure: &Failure) {
+        let now = Instant::now();
+        if self
+            .window
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1))
+        {
+            if self.suppressed > 0 {
+                tracing::warn!(suppressed = self.suppressed, "more failed calls not logged");
+            }
+            *self = Self {
+                window: Some(now),
+                logged: 0,
+                suppressed: 0,
+            };
+        }
+        if self.logged >= Self::PER_SECOND {
+            self.suppressed += 1;
+            return;
+        }
+        self.logged += 1;
+        let kind = failure.kind;
+        let caller = failure.caller.as_ref();
+        let remote = failure.remote.map(|remote| remote.to_string());
+        macro_rules! emit {
+            ($level:ident, $message:literal) => {
+                tracing::$level!(
+                    netns = failure.netns,
+                    operation = ?kind.operation,
+                    protocol = kind.protocol.label(),
+                    errno = errno::name(kind.errno),
+                    local = %failure.local,
+                    remote = remote.as_deref().unwrap_or(""),
+                    comm = caller.map_or("", |caller| caller.comm.as_str()),
+                    pid = caller.map_or(0, |caller| caller.tgid),
+                    cgroup_id = caller.map_or(0, |caller| caller.cgroup_id),
+                    $message
+                )
+            };
+        }
+        if kind.is_exhaustion() {
+            emit!(warn, "port exhaustion: no free local port");
+        } else {
+            emit!(debug, "socket call failed");
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! port-monitor: an eBPF ephemeral port monitor and Prometheus exporter.
+//!
+//! ```text
+//! kernel programs ─► maps (counters) ─────┐
+//!        └─────────► ring buffer (failures)┼─► model ─► exporter ─► /metrics
+//! namespaces: socket tables + sysctls ─────┘
+//! ```
+//! `kernel` loads and reads the programs, `netns` and `snapshot` read every namespace's
+//! socket tables, `model` holds the state as plain data, `exporter` renders and serves it.
+
+pub mod config;
+pub mod daemon;
+pub mod exporter;
+pub mod kernel;
+pub mod model;
+pub mod netns;
+pub mod snapshot;

@@ -1,0 +1,363 @@
+//! The model: what port-monitor knows about the node, as plain data.
+//!
+//! Every fact enters once, from the cheapest source that gives it exactly:
+//! - gauges (sockets by state, ports in use, port ranges) from the kernel's socket tables and
+//!   sysctls, one [`NamespaceSnapshot`] per namespace per interval;
+//! - counters (failed calls, TCP transitions, lost records) from the kernel programs' maps,
+//!   as absolute values in [`KernelCounters`];
+//! - one [`Failure`] per failed call that the programs managed to send.
+//!
+//! Nothing here does I/O; the exporter renders this state at scrape time.
+
+pub mod errno;
+pub mod ports;
+pub mod sockets;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use port_monitor_common::{Operation, maps::ErrorKey};
+
+pub use self::{
+    ports::{PortConfig, PortRange, PortSet},
+    sockets::{SocketTally, TcpState},
+};
+
+/// A network namespace, by the inode number of its `/proc/<pid>/ns/net`.
+pub type NetnsId = u32;
+
+/// A transport protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub const COUNT: usize = 2;
+
+    /// The protocol with this IP protocol number, if port-monitor follows it.
+    #[must_use]
+    pub const fn from_ip(number: u8) -> Option<Self> {
+        match number {
+            port_monitor_common::PROTOCOL_TCP => Some(Self::Tcp),
+            port_monitor_common::PROTOCOL_UDP => Some(Self::Udp),
+            _ => None,
+        }
+    }
+
+    /// The `protocol` label value.
+    #[must_use]
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What one namespace's socket tables and sysctls said at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceSnapshot {
+    pub netns: NetnsId,
+    /// A name from `/var/run/netns`, when the namespace has one.
+    pub name: Option<String>,
+    /// `None` when the sysctls could not be read (the reason is logged where it happened).
+    pub ports: Option<PortConfig>,
+    pub sockets: SocketTally,
+}
+
+/// The gauges of one namespace, derived from its latest snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceGauges {
+    pub name: Option<String>,
+    /// Ephemeral range, reserved ports inside it, and capacity; `None` when unreadable.
+    pub ephemeral: Option<EphemeralRange>,
+    sockets: BTreeMap<(Protocol, TcpState), u64>,
+    ports_in_use: BTreeMap<(Protocol, PortRange), u32>,
+}
+
+/// A namespace's ephemeral port range, summarised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EphemeralRange {
+    pub min: u16,
+    pub max: u16,
+    pub reserved: u32,
+    pub capacity: u32,
+}
+
+impl NamespaceGauges {
+    fn from_snapshot(snapshot: &NamespaceSnapshot) -> Self {
+        let mut sockets = BTreeMap::new();
+        let mut ports_in_use = BTreeMap::new();
+        // Only TCP is tallied so far; its series exist at 0 from the first snapshot on.
+        let protocol = Protocol::Tcp;
+        for state in TcpState::LISTED {
+            sockets.insert((protocol, state), snapshot.sockets.sockets(protocol, state));
+        }
+        let used = snapshot.sockets.ports(protocol);
+        for range in PortRange::ALL {
+            let count = match (range.iana(), &snapshot.ports) {
+                (Some(ports), _) => Some(used.count_in(ports)),
+                (None, Some(config)) => Some(config.count_in_use(used, range)),
+                (None, None) => None,
+            };
+            if let Some(count) = count {
+                ports_in_use.insert((protocol, range), count);
+            }
+        }
+        Self {
+            name: snapshot.name.clone(),
+            ephemeral: snapshot.ports.as_ref().map(|config| EphemeralRange {
+                min: *config.ephemeral.start(),
+                max: *config.ephemeral.end(),
+                reserved: config.reserved_in_range(),
+                capacity: config.capacity(),
+            }),
+            sockets,
+            ports_in_use,
+        }
+    }
+
+    /// Sockets by (protocol, state).
+    pub fn sockets(&self) -> impl Iterator<Item = (Protocol, TcpState, u64)> + '_ {
+        self.sockets
+            .iter()
+            .map(|(&(protocol, state), &count)| (protocol, state, count))
+    }
+
+    /// Distinct local ports held, by (protocol, range).
+    pub fn ports_in_use(&self) -> impl Iterator<Item = (Protocol, PortRange, u32)> + '_ {
+        self.ports_in_use
+            .iter()
+            .map(|(&(protocol, range), &count)| (protocol, range, count))
+    }
+}
+
+/// Labels of a failed-call counter within one namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FailureKind {
+    pub operation: Operation,
+    pub protocol: Protocol,
+    pub errno: u16,
+    /// The kernel was choosing the local port (connect without bind, bind to port 0).
+    pub auto_port: bool,
+}
+
+impl FailureKind {
+    /// Whether this failure means the namespace had no free port to give.
+    #[must_use]
+    pub fn is_exhaustion(self) -> bool {
+        self.auto_port
+            && match self.operation {
+                Operation::Connect => self.errno == errno::EADDRNOTAVAIL,
+                Operation::Bind => self.errno == errno::EADDRINUSE,
+            }
+    }
+
+    fn from_key(key: &ErrorKey) -> Option<Self> {
+        Some(Self {
+            operation: Operation::from_u8(key.operation)?,
+            protocol: Protocol::from_ip(key.protocol)?,
+            errno: key.errno,
+            auto_port: key.auto_port != 0,
+        })
+    }
+}
+
+/// The kernel programs' counters, read from their maps: absolute values since they loaded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Failed calls by key, summed over CPUs.
+    pub errors: Vec<(ErrorKey, u64)>,
+    /// TCP state transitions `(old, new, count)`, node-wide.
+    pub transitions: Vec<(u8, u8, u64)>,
+    /// Records dropped because the ring buffer was full.
+    pub events_lost: u64,
+    /// Failed calls not counted because the error map was full.
+    pub error_keys_dropped: u64,
+}
+
+/// A failed call as one ring buffer record describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub netns: NetnsId,
+    pub kind: FailureKind,
+    /// Who made the call, when the kernel saw it in the caller's context.
+    pub caller: Option<Caller>,
+    pub local: std::net::SocketAddr,
+    /// The destination of a connect(); `None` for bind().
+    pub remote: Option<std::net::SocketAddr>,
+}
+
+/// The process behind a failed call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub tgid: u32,
+    pub pid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+}
+
+/// Counts about port-monitor itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SelfStats {
+    /// Ring buffer records received, by operation.
+    pub events: BTreeMap<Operation, u64>,
+    pub events_lost: u64,
+    pub error_keys_dropped: u64,
+    /// Snapshots of all namespaces completed.
+    pub snapshots: u64,
+    /// Seconds the latest snapshot of all namespaces took.
+    pub last_snapshot_seconds: f64,
+    /// Namespaces that could not be read, summed over snapshots.
+    pub snapshot_failures: u64,
+}
+
+/// Everything the exporter shows.
+#[derive(Debug, Default)]
+pub struct Model {
+    namespaces: BTreeMap<NetnsId, NamespaceGauges>,
+    failures: BTreeMap<NetnsId, BTreeMap<FailureKind, u64>>,
+    transitions: BTreeMap<(TcpState, TcpState), u64>,
+    stats: SelfStats,
+    /// Namespaces with counters but not found by the latest discovery: retired if the next
+    /// one does not find them either.
+    unseen: BTreeSet<NetnsId>,
+    /// Namespaces that are gone, whose kernel map entries are still to be deleted.
+    retired: BTreeSet<NetnsId>,
+}
+
+impl Model {
+    /// Replaces every namespace's gauges with a complete snapshot of the node. `failed`
+    /// namespaces exist but could not be read: they keep their previous gauges. Any other
+    /// namespace missing from the snapshot is gone: its series are removed and its kernel
+    /// counters retired.
+    pub fn apply_snapshot(
+        &mut self,
+        snapshots: &[NamespaceSnapshot],
+        failed: &[NetnsId],
+        seconds: f64,
+    ) {
+        let mut namespaces: BTreeMap<NetnsId, NamespaceGauges> = snapshots
+            .iter()
+            .map(|snapshot| (snapshot.netns, NamespaceGauges::from_snapshot(snapshot)))
+            .collect();
+        for netns in failed {
+            if let Some(previous) = self.namespaces.remove(netns) {
+                namespaces.insert(*netns, previous);
+            }
+        }
+        self.namespaces = namespaces;
+        let seen: BTreeSet<NetnsId> = snapshots
+            .iter()
+            .map(|snapshot| snapshot.netns)
+            .chain(failed.iter().copied())
+            .collect();
+        // A namespace seen only by the kernel programs may have been created after discovery
+        // ran: give it one more interval before calling it gone.
+        let unseen: BTreeSet<NetnsId> = self
+            .failures
+            .keys()
+            .copied()
+            .filter(|netns| !seen.contains(netns))
+            .collect();
+        for netns in unseen.intersection(&self.unseen) {
+            self.failures.remove(netns);
+            self.retired.insert(*netns);
+        }
+        self.unseen = unseen.difference(&self.retired).copied().collect();
+        self.stats.snapshots += 1;
+        self.stats.last_snapshot_seconds = seconds;
+        self.stats.snapshot_failures += failed.len() as u64;
+    }
+
+    /// Replaces the counters with the kernel's current values.
+    pub fn apply_kernel_counters(&mut self, counters: &KernelCounters) {
+        let mut failures: BTreeMap<NetnsId, BTreeMap<FailureKind, u64>> = BTreeMap::new();
+        for (key, count) in &counters.errors {
+            if self.retired.contains(&key.netns) {
+                continue;
+            }
+            if let Some(kind) = FailureKind::from_key(key) {
+                *failures
+                    .entry(key.netns)
+                    .or_default()
+                    .entry(kind)
+                    .or_default() += count;
+            }
+        }
+        self.failures = failures;
+        self.transitions = counters
+            .transitions
+            .iter()
+            .filter_map(|&(old, new, count)| {
+                Some((
+                    (TcpState::from_kernel(old)?, TcpState::from_kernel(new)?),
+                    count,
+                ))
+            })
+            .collect();
+        self.stats.events_lost = counters.events_lost;
+        self.stats.error_keys_dropped = counters.error_keys_dropped;
+    }
+
+    /// Counts a record received from the kernel programs.
+    pub fn apply_failure(&mut self, failure: &Failure) {
+        *self.stats.events.entry(failure.kind.operation).or_default() += 1;
+    }
+
+    /// Namespaces that are gone and whose kernel map entries should now be deleted.
+    #[must_use]
+    pub fn retired(&self) -> Vec<NetnsId> {
+        self.retired.iter().copied().collect()
+    }
+
+    /// Marks the kernel map entries of `netns` as deleted.
+    pub fn forget_retired(&mut self, netns: &[NetnsId]) {
+        for netns in netns {
+            self.retired.remove(netns);
+        }
+    }
+
+    /// Namespaces with gauges, by id.
+    pub fn namespaces(&self) -> impl Iterator<Item = (NetnsId, &NamespaceGauges)> {
+        self.namespaces
+            .iter()
+            .map(|(&netns, gauges)| (netns, gauges))
+    }
+
+    /// Failed-call counters of every namespace, including one counted by the kernel programs
+    /// before discovery found it. Every namespace with gauges has its exhaustion counters at 0.
+    pub fn failures(&self) -> impl Iterator<Item = (NetnsId, FailureKind, u64)> + '_ {
+        self.failures.iter().flat_map(|(&netns, kinds)| {
+            kinds
+                .iter()
+                .map(move |(&kind, &count)| (netns, kind, count))
+        })
+    }
+
+    /// Namespaces that appear in any series.
+    pub fn known_namespaces(&self) -> BTreeSet<NetnsId> {
+        self.namespaces
+            .keys()
+            .chain(self.failures.keys())
+            .copied()
+            .collect()
+    }
+
+    /// Node-wide TCP state transitions.
+    pub fn transitions(&self) -> impl Iterator<Item = (TcpState, TcpState, u64)> + '_ {
+        self.transitions
+            .iter()
+            .map(|(&(old, new), &count)| (old, new, count))
+    }
+
+    #[must_use]
+    pub fn stats(&self) -> &SelfStats {
+        &self.stats
+    }
+}

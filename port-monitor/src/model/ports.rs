@@ -1,0 +1,311 @@
+//! Port numbers: the IANA ranges, a namespace's ephemeral range and reserved ports, and a set
+//! of ports cheap enough to build from every socket of a namespace.
+
+use std::ops::RangeInclusive;
+
+/// A range that `port_monitor_ports_in_use` reports on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PortRange {
+    /// IANA system ports, 0-1023 (port 0 is never held).
+    WellKnown,
+    /// IANA user ports, 1024-49151.
+    Registered,
+    /// IANA dynamic/private ports, 49152-65535.
+    Dynamic,
+    /// The namespace's `ip_local_port_range` minus its `ip_local_reserved_ports`: the ports
+    /// the kernel may hand out to connect() and bind(0).
+    Ephemeral,
+}
+
+impl PortRange {
+    pub const ALL: [Self; 4] = [
+        Self::WellKnown,
+        Self::Registered,
+        Self::Dynamic,
+        Self::Ephemeral,
+    ];
+
+    /// The `range` label value.
+    #[must_use]
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::WellKnown => "well_known",
+            Self::Registered => "registered",
+            Self::Dynamic => "dynamic",
+            Self::Ephemeral => "ephemeral",
+        }
+    }
+
+    /// The ports of a fixed IANA range; `None` for [`PortRange::Ephemeral`], which depends on
+    /// the namespace.
+    #[must_use]
+    pub const fn iana(self) -> Option<RangeInclusive<u16>> {
+        match self {
+            Self::WellKnown => Some(1..=1023),
+            Self::Registered => Some(1024..=49151),
+            Self::Dynamic => Some(49152..=65535),
+            Self::Ephemeral => None,
+        }
+    }
+}
+
+/// A set of ports: one bit per port, 8 KiB. Building it is O(sockets) and counting a range is
+/// O(range / 64), whatever the number of sockets sharing a port.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PortSet {
+    words: Box<[u64; 1024]>,
+}
+
+impl Default for PortSet {
+    fn default() -> Self {
+        Self {
+            words: Box::new([0; 1024]),
+        }
+    }
+}
+
+impl std::fmt::Debug for PortSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl FromIterator<u16> for PortSet {
+    fn from_iter<I: IntoIterator<Item = u16>>(ports: I) -> Self {
+        let mut set = Self::default();
+        for port in ports {
+            set.insert(port);
+        }
+        set
+    }
+}
+
+impl PortSet {
+    pub fn insert(&mut self, port: u16) {
+        self.words[usize::from(port / 64)] |= 1 << (port % 64);
+    }
+
+    #[must_use]
+    pub fn contains(&self, port: u16) -> bool {
+        self.words[usize::from(port / 64)] & (1 << (port % 64)) != 0
+    }
+
+    /// How many ports of `range` are in the set.
+    #[must_use]
+    pub fn count_in(&self, range: RangeInclusive<u16>) -> u32 {
+        let (first, last) = (*range.start(), *range.end());
+        if first > last {
+            return 0;
+        }
+        let (first_word, last_word) = (usize::from(first / 64), usize::from(last / 64));
+        // Bits at and above `first` in the first word, at and below `last` in the last.
+        let low_mask = u64::MAX << (first % 64);
+        let high_mask = u64::MAX >> (63 - last % 64);
+        if first_word == last_word {
+            return (self.words[first_word] & low_mask & high_mask).count_ones();
+        }
+        let middle: u32 = self.words[first_word + 1..last_word]
+            .iter()
+            .map(|word| word.count_ones())
+            .sum();
+        (self.words[first_word] & low_mask).count_ones()
+            + middle
+            + (self.words[last_word] & high_mask).count_ones()
+    }
+
+    /// How many ports of `range` are in both sets.
+    #[must_use]
+    pub fn count_common_in(&self, other: &Self, range: RangeInclusive<u16>) -> u32 {
+        let mut both = self.clone();
+        for (word, other) in both.words.iter_mut().zip(other.words.iter()) {
+            *word &= other;
+        }
+        both.count_in(range)
+    }
+
+    /// The ports in the set, in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..=u16::MAX).filter(|&port| self.contains(port))
+    }
+}
+
+/// A namespace's port allocation settings, read from its own sysctls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortConfig {
+    /// `net.ipv4.ip_local_port_range` (it applies to IPv6 too).
+    pub ephemeral: RangeInclusive<u16>,
+    /// `net.ipv4.ip_local_reserved_ports`: skipped by automatic port selection.
+    pub reserved: PortSet,
+}
+
+impl PortConfig {
+    /// Ports the kernel can hand out automatically: the range minus the reserved ports in it.
+    #[must_use]
+    pub fn capacity(&self) -> u32 {
+        let size = u32::from(*self.ephemeral.end()) + 1 - u32::from(*self.ephemeral.start());
+        size - self.reserved_in_range()
+    }
+
+    /// Reserved ports that fall inside the ephemeral range.
+    #[must_use]
+    pub fn reserved_in_range(&self) -> u32 {
+        self.reserved.count_in(self.ephemeral.clone())
+    }
+
+    /// How many ports of `used` count in `range` for this namespace.
+    #[must_use]
+    pub fn count_in_use(&self, used: &PortSet, range: PortRange) -> u32 {
+        match range.iana() {
+            Some(ports) => used.count_in(ports),
+            None => {
+                used.count_in(self.ephemeral.clone())
+                    - used.count_common_in(&self.reserved, self.ephemeral.clone())
+            }
+        }
+    }
+}
+
+/// Why a sysctl value could not be understood.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    #[error("expected two port numbers \"LOW HIGH\", got {0:?}")]
+    RangeShape(String),
+    #[error("{0:?} is not a port number (0-65535)")]
+    NotAPort(String),
+    #[error("range {low}-{high} is empty")]
+    EmptyRange { low: u16, high: u16 },
+}
+
+/// Parses `ip_local_port_range` ("32768\t60999\n").
+///
+/// # Errors
+/// When the text is not two port numbers in ascending order.
+pub fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, ParseError> {
+    let mut fields = text.split_whitespace();
+    let (Some(low), Some(high), None) = (fields.next(), fields.next(), fields.next()) else {
+        return Err(ParseError::RangeShape(text.to_owned()));
+    };
+    let (low, high) = (parse_port(low)?, parse_port(high)?);
+    if low > high {
+        return Err(ParseError::EmptyRange { low, high });
+    }
+    Ok(low..=high)
+}
+
+/// Parses `ip_local_reserved_ports` ("" or "8080,9000-9100\n").
+///
+/// # Errors
+/// When an item is neither a port nor an ascending range of ports.
+pub fn parse_reserved_ports(text: &str) -> Result<PortSet, ParseError> {
+    let mut set = PortSet::default();
+    for item in text
+        .trim()
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let (low, high) = match item.split_once('-') {
+            Some((low, high)) => (parse_port(low)?, parse_port(high)?),
+            None => {
+                let port = parse_port(item)?;
+                (port, port)
+            }
+        };
+        if low > high {
+            return Err(ParseError::EmptyRange { low, high });
+        }
+        for port in low..=high {
+            set.insert(port);
+        }
+    }
+    Ok(set)
+}
+
+fn parse_port(text: &str) -> Result<u16, ParseError> {
+    text.trim()
+        .parse()
+        .map_err(|_| ParseError::NotAPort(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_ports_in_ranges_across_word_boundaries() {
+        let set: PortSet = [0, 63, 64, 1023, 1024, 49151, 49152, 65535]
+            .into_iter()
+            .collect();
+        let cases = [
+            (0..=65535, 8),
+            (0..=0, 1),
+            (1..=62, 0),
+            (63..=64, 2),
+            (1..=1023, 3),
+            (1024..=49151, 2),
+            (49152..=65535, 2),
+            (65535..=65535, 1),
+            (100..=99, 0),
+        ];
+        for (range, expected) in cases {
+            assert_eq!(set.count_in(range.clone()), expected, "{range:?}");
+        }
+    }
+
+    #[test]
+    fn parses_the_port_range_sysctl() {
+        assert_eq!(parse_port_range("32768\t60999\n"), Ok(32768..=60999));
+        assert_eq!(parse_port_range("40000 40009"), Ok(40000..=40009));
+        assert_eq!(
+            parse_port_range("5000 4000"),
+            Err(ParseError::EmptyRange {
+                low: 5000,
+                high: 4000
+            })
+        );
+        assert!(matches!(
+            parse_port_range("1"),
+            Err(ParseError::RangeShape(_))
+        ));
+        assert!(matches!(
+            parse_port_range("1 70000"),
+            Err(ParseError::NotAPort(_))
+        ));
+    }
+
+    #[test]
+    fn parses_the_reserved_ports_sysctl() {
+        assert_eq!(
+            parse_reserved_ports("\n").map(|set| set.count_in(0..=65535)),
+            Ok(0)
+        );
+        let set = parse_reserved_ports("8080,40000-40004, 50000\n").expect("valid list");
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            [8080, 40000, 40001, 40002, 40003, 40004, 50000]
+        );
+        assert!(matches!(
+            parse_reserved_ports("80,x"),
+            Err(ParseError::NotAPort(_))
+        ));
+        assert!(matches!(
+            parse_reserved_ports("90-80"),
+            Err(ParseError::EmptyRange { .. })
+        ));
+    }
+
+    #[test]
+    fn ephemeral_ports_exclude_reserved_ones() {
+        let config = PortConfig {
+            ephemeral: 40000..=40009,
+            reserved: parse_reserved_ports("40000-40001,50000").expect("valid list"),
+        };
+        assert_eq!(config.capacity(), 8);
+        assert_eq!(config.reserved_in_range(), 2);
+        let used: PortSet = [80, 40000, 40005, 40009, 50000].into_iter().collect();
+        assert_eq!(config.count_in_use(&used, PortRange::Ephemeral), 2);
+        assert_eq!(config.count_in_use(&used, PortRange::WellKnown), 1);
+        assert_eq!(config.count_in_use(&used, PortRange::Registered), 3);
+        assert_eq!(config.count_in_use(&used, PortRange::Dynamic), 1);
+    }
+}

@@ -1,0 +1,160 @@
+//! Sockets of one namespace as the kernel's own tables list them, reduced to what the gauges
+//! need: a count per (protocol, state) and the set of local ports held per protocol.
+
+use super::{PortSet, Protocol};
+
+/// A TCP state as the kernel numbers it (`include/net/tcp_states.h`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TcpState {
+    Established = 1,
+    SynSent = 2,
+    SynRecv = 3,
+    FinWait1 = 4,
+    FinWait2 = 5,
+    TimeWait = 6,
+    Close = 7,
+    CloseWait = 8,
+    LastAck = 9,
+    Listen = 10,
+    Closing = 11,
+    /// A request socket (`TCP_NEW_SYN_RECV`); sock_diag reports it as `SynRecv`, as `ss` does.
+    NewSynRecv = 12,
+    /// Bound but neither listening nor connected (Linux >= 6.7 lists these in sock_diag).
+    BoundInactive = 13,
+}
+
+impl TcpState {
+    /// States a socket table can list, in the order the metrics show them. `Close` is left
+    /// out (the tables never list a closed socket) and `NewSynRecv` is folded into `SynRecv`.
+    pub const LISTED: [Self; 11] = [
+        Self::Established,
+        Self::SynSent,
+        Self::SynRecv,
+        Self::FinWait1,
+        Self::FinWait2,
+        Self::TimeWait,
+        Self::CloseWait,
+        Self::LastAck,
+        Self::Listen,
+        Self::Closing,
+        Self::BoundInactive,
+    ];
+
+    /// The state with this kernel number.
+    #[must_use]
+    pub const fn from_kernel(value: u8) -> Option<Self> {
+        Some(match value {
+            1 => Self::Established,
+            2 => Self::SynSent,
+            3 => Self::SynRecv,
+            4 => Self::FinWait1,
+            5 => Self::FinWait2,
+            6 => Self::TimeWait,
+            7 => Self::Close,
+            8 => Self::CloseWait,
+            9 => Self::LastAck,
+            10 => Self::Listen,
+            11 => Self::Closing,
+            12 => Self::NewSynRecv,
+            13 => Self::BoundInactive,
+            _ => return None,
+        })
+    }
+
+    /// The `state` label value: the `ss` name in lower case with underscores.
+    #[must_use]
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Established => "established",
+            Self::SynSent => "syn_sent",
+            Self::SynRecv | Self::NewSynRecv => "syn_recv",
+            Self::FinWait1 => "fin_wait1",
+            Self::FinWait2 => "fin_wait2",
+            Self::TimeWait => "time_wait",
+            Self::Close => "close",
+            Self::CloseWait => "close_wait",
+            Self::LastAck => "last_ack",
+            Self::Listen => "listen",
+            Self::Closing => "closing",
+            Self::BoundInactive => "bound_inactive",
+        }
+    }
+
+    /// Index into [`SocketTally`]'s per-state counts.
+    const fn slot(self) -> usize {
+        match self {
+            Self::NewSynRecv => Self::SynRecv as usize,
+            state => state as usize,
+        }
+    }
+}
+
+const STATE_SLOTS: usize = 14;
+
+/// Socket counts and held ports of one namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SocketTally {
+    states: [[u64; STATE_SLOTS]; Protocol::COUNT],
+    ports: [PortSet; Protocol::COUNT],
+}
+
+impl SocketTally {
+    /// Counts one socket: its protocol, state and local port (0 when it has none yet).
+    pub fn add(&mut self, protocol: Protocol, state: TcpState, local_port: u16) {
+        self.states[protocol.index()][state.slot()] += 1;
+        if local_port != 0 {
+            self.ports[protocol.index()].insert(local_port);
+        }
+    }
+
+    /// Sockets of `protocol` in `state`.
+    #[must_use]
+    pub fn sockets(&self, protocol: Protocol, state: TcpState) -> u64 {
+        self.states[protocol.index()][state.slot()]
+    }
+
+    /// Distinct local ports held by sockets of `protocol`.
+    #[must_use]
+    pub fn ports(&self, protocol: Protocol) -> &PortSet {
+        &self.ports[protocol.index()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_request_sockets_into_syn_recv() {
+        let mut tally = SocketTally::default();
+        tally.add(Protocol::Tcp, TcpState::NewSynRecv, 80);
+        tally.add(Protocol::Tcp, TcpState::SynRecv, 80);
+        assert_eq!(tally.sockets(Protocol::Tcp, TcpState::SynRecv), 2);
+        assert_eq!(tally.ports(Protocol::Tcp).count_in(0..=65535), 1);
+    }
+
+    #[test]
+    fn shared_ports_count_once_and_port_zero_not_at_all() {
+        let mut tally = SocketTally::default();
+        tally.add(Protocol::Tcp, TcpState::Listen, 8080);
+        tally.add(Protocol::Tcp, TcpState::Established, 8080);
+        tally.add(Protocol::Tcp, TcpState::TimeWait, 40000);
+        tally.add(Protocol::Tcp, TcpState::SynSent, 0);
+        assert_eq!(
+            tally.ports(Protocol::Tcp).iter().collect::<Vec<_>>(),
+            [8080, 40000]
+        );
+        assert_eq!(tally.sockets(Protocol::Tcp, TcpState::SynSent), 1);
+    }
+
+    #[test]
+    fn labels_match_ss_state_names() {
+        for state in TcpState::LISTED {
+            let label = state.label();
+            assert_eq!(label, label.to_lowercase());
+            assert_eq!(TcpState::from_kernel(state as u8), Some(state));
+        }
+        assert_eq!(TcpState::from_kernel(0), None);
+        assert_eq!(TcpState::from_kernel(14), None);
+    }
+}

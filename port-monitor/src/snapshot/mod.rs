@@ -1,0 +1,124 @@
+//! Snapshots of every namespace's socket tables and port sysctls: the exact source of the
+//! gauges, including what no event shows (TIME_WAIT sockets, sockets older than the daemon).
+//!
+//! Runs on its own thread: the dumps are blocking netlink I/O, and the cost grows with the
+//! number of sockets, so it stays off the async runtime that serves scrapes.
+
+mod sock_diag;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, RwLock, mpsc},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    model::{Model, NamespaceSnapshot, NetnsId, SocketTally},
+    netns::{self, Netns, NetnsError},
+};
+
+/// Why one namespace could not be snapshotted.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Dump(#[from] sock_diag::DumpError),
+}
+
+impl SnapshotError {
+    /// The namespace went away between discovery and now: normal churn, not a failure.
+    fn is_vanished(&self) -> bool {
+        matches!(
+            self,
+            Self::Netns(NetnsError::Open { source, .. }) if source.kind() == std::io::ErrorKind::NotFound
+        ) || matches!(self, Self::Netns(NetnsError::Replaced { .. }))
+    }
+}
+
+/// The result of snapshotting every namespace once.
+pub struct NodeSnapshot {
+    pub namespaces: Vec<NamespaceSnapshot>,
+    /// Namespaces that exist but could not be read this time: their previous gauges stand.
+    pub failed: Vec<NetnsId>,
+    pub duration: Duration,
+}
+
+/// Discovers the namespaces under `proc` and snapshots each.
+#[must_use]
+pub fn snapshot_node(proc: &std::path::Path) -> NodeSnapshot {
+    let started = Instant::now();
+    let mut namespaces = Vec::new();
+    let mut failed = Vec::new();
+    for netns in netns::discover(proc) {
+        match snapshot_namespace(&netns) {
+            Ok(snapshot) => namespaces.push(snapshot),
+            Err(error) if error.is_vanished() => {
+                tracing::debug!(netns = netns.id, %error, "namespace went away during snapshot");
+            }
+            Err(error) => {
+                tracing::warn!(netns = netns.id, path = %netns.path.display(), %error, "cannot snapshot namespace");
+                failed.push(netns.id);
+            }
+        }
+    }
+    NodeSnapshot {
+        namespaces,
+        failed,
+        duration: started.elapsed(),
+    }
+}
+
+fn snapshot_namespace(netns: &Netns) -> Result<NamespaceSnapshot, SnapshotError> {
+    let id = netns.id;
+    let (socket, ports) = netns::run_in(netns, || {
+        sock_diag::open().map(|socket| (socket, netns::read_port_config()))
+    })??;
+    let ports = ports
+        .inspect_err(|error| {
+            tracing::warn!(netns = id, %error, "cannot read the namespace's port sysctls");
+        })
+        .ok();
+    let mut sockets = SocketTally::default();
+    sock_diag::dump_tcp(&socket, &mut sockets)?;
+    Ok(NamespaceSnapshot {
+        netns: id,
+        name: netns.name.clone(),
+        ports,
+        sockets,
+    })
+}
+
+/// Snapshots the node every `interval` on a dedicated thread, into `model`, until `stop`
+/// receives or is dropped. `on_first` runs after the first snapshot is in the model.
+pub fn spawn(
+    proc: PathBuf,
+    interval: Duration,
+    model: Arc<RwLock<Model>>,
+    stop: mpsc::Receiver<()>,
+    on_first: impl FnOnce() + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("snapshot".into())
+        .spawn(move || {
+            let mut on_first = Some(on_first);
+            loop {
+                let snapshot = snapshot_node(&proc);
+                if let Ok(mut model) = model.write() {
+                    model.apply_snapshot(
+                        &snapshot.namespaces,
+                        &snapshot.failed,
+                        snapshot.duration.as_secs_f64(),
+                    );
+                }
+                if let Some(on_first) = on_first.take() {
+                    on_first();
+                }
+                match stop.recv_timeout(interval.saturating_sub(snapshot.duration)) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        })
+}

@@ -1,0 +1,122 @@
+//! Listing a namespace's sockets with netlink `sock_diag`, as `ss` does.
+
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_sock_diag::{
+    SockDiagMessage,
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
+    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
+
+use crate::model::{Protocol, SocketTally, TcpState};
+
+/// Why a dump failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("netlink socket: {0}")]
+    Socket(std::io::Error),
+    #[error("sock_diag dump of {what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("sock_diag dump of {what}: the kernel answered error {code}")]
+    Kernel { what: &'static str, code: i32 },
+    #[error("sock_diag dump of {what}: undecodable message: {reason}")]
+    Decode { what: &'static str, reason: String },
+}
+
+/// Opens a sock_diag socket in the calling thread's namespace.
+///
+/// # Errors
+/// When the socket cannot be created.
+pub fn open() -> Result<Socket, DumpError> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(DumpError::Socket)?;
+    socket.bind_auto().map_err(DumpError::Socket)?;
+    socket
+        .connect(&SocketAddr::new(0, 0))
+        .map_err(DumpError::Socket)?;
+    Ok(socket)
+}
+
+/// Adds every TCP socket (IPv4 and IPv6, every state) of the socket's namespace to `tally`.
+///
+/// # Errors
+/// When the kernel refuses the dump or sends something undecodable.
+pub fn dump_tcp(socket: &Socket, tally: &mut SocketTally) -> Result<(), DumpError> {
+    for (family, what) in [(AF_INET, "tcp4"), (AF_INET6, "tcp6")] {
+        dump(socket, family, IPPROTO_TCP, what, |state, local_port| {
+            if let Some(state) = TcpState::from_kernel(state) {
+                tally.add(Protocol::Tcp, state, local_port);
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Sends one dump request and calls `each(state, local_port)` for every socket listed.
+fn dump(
+    socket: &Socket,
+    family: u8,
+    protocol: u8,
+    what: &'static str,
+    mut each: impl FnMut(u8, u16),
+) -> Result<(), DumpError> {
+    let io = |source| DumpError::Io { what, source };
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let mut request = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol,
+            extensions: ExtensionFlags::empty(),
+            // Every state, including ones newer than this crate's flag names
+            // (TCP_BOUND_INACTIVE, Linux >= 6.7).
+            states: StateFlags::from_bits_retain(u32::MAX),
+            socket_id: if family == AF_INET {
+                SocketId::new_v4()
+            } else {
+                SocketId::new_v6()
+            },
+        })
+        .into(),
+    );
+    request.finalize();
+    let mut bytes = vec![0; request.buffer_len()];
+    request.serialize(&mut bytes);
+    socket.send(&bytes, 0).map_err(io)?;
+
+    // A dump arrives as batches of messages, each batch one recv().
+    let mut buffer = Vec::with_capacity(64 * 1024);
+    loop {
+        buffer.clear();
+        socket.recv(&mut buffer, 0).map_err(io)?;
+        let mut offset = 0;
+        while offset < buffer.len() {
+            let message = NetlinkMessage::<SockDiagMessage>::deserialize(&buffer[offset..])
+                .map_err(|error| DumpError::Decode {
+                    what,
+                    reason: error.to_string(),
+                })?;
+            let length = message.header.length as usize;
+            match message.payload {
+                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+                    each(response.header.state, response.header.socket_id.source_port);
+                }
+                NetlinkPayload::Done(_) => return Ok(()),
+                NetlinkPayload::Error(error) => {
+                    let code = error.code.map_or(0, |code| code.get());
+                    return Err(DumpError::Kernel { what, code });
+                }
+                _ => {}
+            }
+            if length == 0 {
+                break;
+            }
+            offset += length;
+        }
+    }
+}

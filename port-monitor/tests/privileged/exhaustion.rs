@@ -1,0 +1,99 @@
+//! A client connecting to one listener until the namespace's ten ephemeral ports run out:
+//! the exporter counts exactly the EADDRNOTAVAIL failures the client saw.
+
+use std::{
+    io::ErrorKind,
+    net::{Ipv4Addr, TcpListener, TcpStream},
+    time::Duration,
+};
+
+use crate::support::{Exporter, TestNetns, privileged};
+
+#[test]
+fn privileged_connect_exhaustion_is_counted_exactly() {
+    if !privileged("connect_exhaustion_is_counted_exactly") {
+        return;
+    }
+    let netns = TestNetns::new("exhaust");
+    let id = netns.label();
+    netns.sysctl("net.ipv4.ip_local_port_range", "40000 40009");
+    let exporter = Exporter::start();
+
+    const EXTRA_ATTEMPTS: usize = 7;
+    let (connected, failures, _keep) = netns.run(|| {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 9000)).expect("bind");
+        let mut held = Vec::new();
+        let mut failures = 0;
+        let mut attempts_after_first_failure = 0;
+        while attempts_after_first_failure < EXTRA_ATTEMPTS {
+            match TcpStream::connect((Ipv4Addr::LOCALHOST, 9000)) {
+                Ok(stream) => held.push(stream),
+                Err(error) if error.kind() == ErrorKind::AddrNotAvailable => {
+                    failures += 1;
+                    attempts_after_first_failure += 1;
+                }
+                Err(error) => panic!("unexpected connect error: {error}"),
+            }
+            assert!(held.len() <= 10, "more connections than ports in the range");
+        }
+        (held.len(), failures, (listener, held))
+    });
+    assert_eq!(connected, 10, "every port of the range was used");
+    assert_eq!(failures, EXTRA_ATTEMPTS);
+
+    #[expect(clippy::cast_precision_loss, reason = "small counts")]
+    let expected = failures as f64;
+    let exhaustion = [
+        ("netns", id.as_str()),
+        ("protocol", "tcp"),
+        ("operation", "connect"),
+    ];
+    let metrics = exporter.wait_until(Duration::from_secs(10), |m| {
+        m.value("port_monitor_port_exhaustion_total", &exhaustion) == expected
+            && m.value(
+                "port_monitor_ports_in_use",
+                &[("netns", &id), ("range", "ephemeral")],
+            ) == 10.0
+    });
+    assert_eq!(
+        metrics.value("port_monitor_port_exhaustion_total", &exhaustion),
+        expected,
+        "{}",
+        metrics.text
+    );
+    assert_eq!(
+        metrics.value(
+            "port_monitor_connect_errors_total",
+            &[
+                ("netns", &id),
+                ("protocol", "tcp"),
+                ("errno", "EADDRNOTAVAIL")
+            ]
+        ),
+        expected
+    );
+    assert_eq!(
+        metrics.value("port_monitor_ephemeral_range_min", &[("netns", &id)]),
+        40000.0
+    );
+    assert_eq!(
+        metrics.value("port_monitor_ephemeral_range_max", &[("netns", &id)]),
+        40009.0
+    );
+    assert_eq!(
+        metrics.value("port_monitor_ephemeral_ports_capacity", &[("netns", &id)]),
+        10.0
+    );
+    assert_eq!(
+        metrics.value(
+            "port_monitor_ports_in_use",
+            &[("netns", &id), ("range", "ephemeral")]
+        ),
+        10.0
+    );
+    assert_eq!(metrics.value("port_monitor_events_lost_total", &[]), 0.0);
+    assert!(
+        exporter.log().contains("port exhaustion"),
+        "each failure is logged with who and where"
+    );
+}

@@ -1,0 +1,14 @@
+//! Privileged end-to-end tests: the real daemon binary, real eBPF programs on this kernel,
+//! real sockets in network namespaces each test creates and removes, values read through
+//! the real HTTP endpoint.
+//!
+//! They need root and share kernel state, so they run one at a time:
+//! `cargo test -p port-monitor --test privileged -- --test-threads=1` (what `cargo xtask test`
+//! runs). Without root they skip loudly; with `CI=true` they fail instead.
+
+mod bind_errors;
+mod exhaustion;
+mod exposition;
+mod lifecycle;
+mod support;
+mod tcp_gauges;

@@ -1,0 +1,154 @@
+//! The daemon binary, started for one test and stopped after it.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+use super::Metrics;
+
+/// A running port-monitor, reading fast so that tests wait little.
+pub struct Exporter {
+    child: Option<Child>,
+    pub address: String,
+    log: PathBuf,
+}
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Exporter {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        // Ask the kernel for a free port, then hand it over (the window between is tiny).
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("free port")
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let log = std::env::temp_dir().join(format!(
+            "port-monitor-test-{}-{port}.log",
+            std::process::id()
+        ));
+        let child = Command::new(env!("CARGO_BIN_EXE_port-monitor"))
+            .arg(format!("--web.listen-address={address}"))
+            .args([
+                "--snapshot.interval=200ms",
+                "--kernel.poll-interval=100ms",
+                "--log.level=debug",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start port-monitor");
+        let mut exporter = Self {
+            child: Some(child),
+            address,
+            log,
+        };
+        exporter.wait_ready();
+        exporter
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten())
+            {
+                panic!(
+                    "port-monitor exited with {status} before ready:\n{}",
+                    self.log()
+                );
+            }
+            if self.get("/-/ready").is_ok_and(|(status, _)| status == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "port-monitor not ready within {READY_TIMEOUT:?}:\n{}",
+            self.log()
+        );
+    }
+
+    /// GET `path`: status and body.
+    pub fn get(&self, path: &str) -> Result<(u16, String), ureq::Error> {
+        let mut response = ureq::get(&format!("http://{}{path}", self.address))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()?;
+        let status = response.status().as_u16();
+        Ok((status, response.body_mut().read_to_string()?))
+    }
+
+    /// Scrapes `/metrics`.
+    pub fn scrape(&self) -> Metrics {
+        let (status, body) = self.get("/metrics").expect("scrape");
+        assert_eq!(status, 200, "scrape status");
+        Metrics::parse(&body)
+    }
+
+    /// Scrapes until `done` holds or `timeout` passes; returns the last scrape either way,
+    /// for the caller's assertions to report.
+    pub fn wait_until(&self, timeout: Duration, done: impl Fn(&Metrics) -> bool) -> Metrics {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let metrics = self.scrape();
+            if done(&metrics) || Instant::now() >= deadline {
+                return metrics;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        kill(pid(&child), Signal::SIGTERM).expect("SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit 10 s after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(pid(&child), Signal::SIGTERM);
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn pid(child: &Child) -> Pid {
+    Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"))
+}

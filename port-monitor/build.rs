@@ -1,5 +1,5 @@
 //! Builds the kernel programs (`port-monitor-ebpf`) with the nightly toolchain for the BPF
-//! target and places the object in OUT_DIR, where `src/kernel` includes it.
+//! target and places the object in `OUT_DIR`, where `src/kernel` includes it.
 
 use anyhow::{Context as _, Result};
 

@@ -67,7 +67,7 @@ mod tests {
 
     #[test]
     fn failure_event_has_no_padding() {
-        let fields = 4 * 1 + 4 + 8 + 8 + 4 + 4 + 4 * 2 + 3 * 16;
+        let fields = 4 + 4 + 8 + 8 + 4 + 4 + 4 * 2 + 3 * 16;
         assert_eq!(FAILURE_EVENT_SIZE, fields);
     }
 }

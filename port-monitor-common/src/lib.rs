@@ -1,7 +1,7 @@
 //! Types shared by the kernel programs (`port-monitor-ebpf`) and the daemon (`port-monitor`).
 //!
 //! Every type here crosses the kernel/user boundary as raw bytes, so each is `#[repr(C)]`,
-//! `Copy`, and laid out with no implicit padding (explicit `_pad` fields), which keeps the
+//! `Copy`, and laid out with no implicit padding (explicit `padding` fields), which keeps the
 //! bytes the verifier sees initialised and the layout identical on both sides.
 #![no_std]
 

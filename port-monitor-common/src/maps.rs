@@ -44,7 +44,8 @@ pub struct ErrorKey {
     /// to port 0. Such a call failing with "address in use / not available" means the
     /// namespace ran out of ports.
     pub auto_port: u8,
-    pub _pad: [u8; 3],
+    /// Explicit padding, always zero (the key is hashed byte by byte).
+    pub padding: [u8; 3],
 }
 
 /// Slots of the [`COUNTERS`] array.

@@ -29,7 +29,7 @@ pub struct BindRequest {
     /// Host byte order; 0 asks the kernel to choose.
     port: u16,
     protocol: u8,
-    _pad: [u8; 3],
+    padding: [u8; 3],
 }
 
 /// The cgroup hook's verdict: 1 lets the bind() go ahead. These programs only watch; they
@@ -70,7 +70,7 @@ fn remember(ctx: &SockAddrContext, family: u16) {
         // user_port holds the port in network byte order in its low 16 bits.
         port: u16::from_be(addr.user_port as u16),
         protocol: addr.protocol as u8,
-        _pad: [0; 3],
+        padding: [0; 3],
     };
     // Failing to remember only loses this call's errno: nothing to do about it here.
     let _ = BIND_REQUESTS.insert(&bpf_get_current_pid_tgid(), &request, 0);
@@ -114,7 +114,7 @@ fn on_bind_failed(request: &BindRequest, ret: i64) -> Option<()> {
         operation: Operation::Bind as u8,
         protocol: request.protocol,
         auto_port: u8::from(request.port == 0),
-        _pad: [0; 3],
+        padding: [0; 3],
     };
     record::count_error(&key);
     record::send(&Failure {

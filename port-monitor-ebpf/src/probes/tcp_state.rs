@@ -81,7 +81,7 @@ fn on_connect_failed(sk: *const u8) -> Option<()> {
         operation: Operation::Connect as u8,
         protocol: PROTOCOL_TCP,
         auto_port: u8::from(auto_port),
-        _pad: [0; 3],
+        padding: [0; 3],
     };
     record::count_error(&key);
 

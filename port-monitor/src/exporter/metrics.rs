@@ -234,8 +234,17 @@ pub struct Static {
 
 /// Renders the model and the static facts as metric families.
 #[must_use]
-#[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
 pub fn render(model: &Model, fixed: &Static) -> Vec<MetricFamily> {
+    namespace_gauges(model)
+        .into_iter()
+        .chain(failure_counters(model))
+        .chain(self_metrics(model, fixed))
+        .filter_map(Family::finish)
+        .collect()
+}
+
+#[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
+fn namespace_gauges(model: &Model) -> [Family<'static>; 7] {
     let mut ports = Family::new(&PORTS_IN_USE);
     let mut sockets = Family::new(&SOCKETS);
     let mut range_min = Family::new(&EPHEMERAL_RANGE_MIN);
@@ -259,9 +268,13 @@ pub fn render(model: &Model, fixed: &Static) -> Vec<MetricFamily> {
         }
         info.add(&[&netns, gauges.name.as_deref().unwrap_or("")], 1.0);
     }
+    [
+        ports, sockets, range_min, range_max, reserved, capacity, info,
+    ]
+}
 
-    let mut connect = Family::new(&CONNECT_ERRORS);
-    let mut bind = Family::new(&BIND_ERRORS);
+#[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
+fn failure_counters(model: &Model) -> [Family<'static>; 3] {
     // Exhaustion series exist at 0 for every known namespace, so that rate() and increase()
     // see the first failure instead of a series appearing out of nowhere.
     let mut exhausted: BTreeMap<(NetnsId, Protocol, Operation), u64> = model
@@ -269,17 +282,27 @@ pub fn render(model: &Model, fixed: &Static) -> Vec<MetricFamily> {
         .into_iter()
         .flat_map(|netns| OPERATIONS.map(|operation| ((netns, Protocol::Tcp, operation), 0)))
         .collect();
+    // The kernel keeps "was the port automatic" apart; the error families do not show it,
+    // so those counts are summed here.
+    let mut errors: BTreeMap<(Operation, NetnsId, Protocol, u16), u64> = BTreeMap::new();
     for (netns, kind, count) in model.failures() {
-        let (netns_label, errno) = (netns.to_string(), errno::name(kind.errno));
-        let labels = [netns_label.as_str(), kind.protocol.label(), errno.as_str()];
-        match kind.operation {
-            Operation::Connect => connect.add(&labels, count as f64),
-            Operation::Bind => bind.add(&labels, count as f64),
-        }
+        *errors
+            .entry((kind.operation, netns, kind.protocol, kind.errno))
+            .or_default() += count;
         if kind.is_exhaustion() {
             *exhausted
                 .entry((netns, kind.protocol, kind.operation))
                 .or_default() += count;
+        }
+    }
+    let mut connect = Family::new(&CONNECT_ERRORS);
+    let mut bind = Family::new(&BIND_ERRORS);
+    for ((operation, netns, protocol, errno), count) in errors {
+        let (netns, errno) = (netns.to_string(), errno::name(errno));
+        let labels = [netns.as_str(), protocol.label(), errno.as_str()];
+        match operation {
+            Operation::Connect => connect.add(&labels, count as f64),
+            Operation::Bind => bind.add(&labels, count as f64),
         }
     }
     let mut exhaustion = Family::new(&PORT_EXHAUSTION);
@@ -291,23 +314,26 @@ pub fn render(model: &Model, fixed: &Static) -> Vec<MetricFamily> {
         ];
         exhaustion.add(&labels, count as f64);
     }
+    [connect, bind, exhaustion]
+}
 
+#[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
+fn self_metrics<'a>(model: &Model, fixed: &'a Static) -> Vec<Family<'a>> {
+    let single = |spec, value: f64| {
+        let mut family = Family::new(spec);
+        family.add(&[], value);
+        family
+    };
     let mut transitions = Family::new(&TCP_TRANSITIONS);
     for (old, new, count) in model.transitions() {
         transitions.add(&[old.label(), new.label()], count as f64);
     }
-
     let stats = model.stats();
     let mut events = Family::new(&EVENTS);
     for operation in OPERATIONS {
         let count = stats.events.get(&operation).copied().unwrap_or_default();
         events.add(&[event_kind_label(operation)], count as f64);
     }
-    let single = |spec, value: f64| {
-        let mut family = Family::new(spec);
-        family.add(&[], value);
-        family
-    };
     let mut map_full = Family::new(&KERNEL_MAP_FULL);
     map_full.add(&["socket_errors"], stats.error_keys_dropped as f64);
     let mut programs = Family::new(&PROGRAM_INFO);
@@ -316,18 +342,7 @@ pub fn render(model: &Model, fixed: &Static) -> Vec<MetricFamily> {
     }
     let mut build = Family::new(&BUILD_INFO);
     build.add(&[fixed.version, fixed.revision], 1.0);
-
-    [
-        ports,
-        sockets,
-        range_min,
-        range_max,
-        reserved,
-        capacity,
-        info,
-        connect,
-        bind,
-        exhaustion,
+    vec![
         transitions,
         events,
         single(&EVENTS_LOST, stats.events_lost as f64),
@@ -339,9 +354,6 @@ pub fn render(model: &Model, fixed: &Static) -> Vec<MetricFamily> {
         programs,
         build,
     ]
-    .into_iter()
-    .filter_map(Family::finish)
-    .collect()
 }
 
 const OPERATIONS: [Operation; 2] = [Operation::Connect, Operation::Bind];
@@ -400,5 +412,167 @@ impl Collector for ModelCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let model = self.model.read().unwrap_or_else(PoisonError::into_inner);
         render(&model, &self.fixed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use port_monitor_common::{
+        Operation, PROTOCOL_TCP,
+        event::{FLAG_AUTO_PORT, FLAG_HAS_CALLER},
+        maps::ErrorKey,
+    };
+    use prometheus::{Encoder as _, TextEncoder};
+
+    use super::*;
+    use crate::{
+        kernel::decode::{self, tests::exhausted_connect, tests::record},
+        model::{KernelCounters, NamespaceSnapshot, PortConfig, SocketTally, TcpState},
+    };
+
+    /// The exposition text of the model after feeding it `records` (raw ring buffer bytes)
+    /// and `errors` (the error map's entries), with one namespace 7 snapshotted.
+    fn exposition(records: &[Vec<u8>], errors: &[(ErrorKey, u64)]) -> String {
+        let mut model = Model::default();
+        let mut sockets = SocketTally::default();
+        sockets.add(Protocol::Tcp, TcpState::Established, 40001);
+        model.apply_snapshot(
+            &[NamespaceSnapshot {
+                netns: 7,
+                name: Some("blue".into()),
+                ports: Some(PortConfig {
+                    ephemeral: 40000..=40009,
+                    reserved: std::iter::empty().collect(),
+                }),
+                sockets,
+            }],
+            &[],
+            0.5,
+        );
+        for bytes in records {
+            model.apply_failure(&decode::decode(bytes).expect("fixture decodes"));
+        }
+        model.apply_kernel_counters(&KernelCounters {
+            errors: errors.to_vec(),
+            transitions: vec![(2, 1, 5)],
+            events_lost: 2,
+            error_keys_dropped: 0,
+        });
+        let fixed = Static {
+            hooks: Vec::new(),
+            version: "1.2.3",
+            revision: "abc",
+        };
+        let mut text = Vec::new();
+        TextEncoder::new()
+            .encode(&render(&model, &fixed), &mut text)
+            .expect("encodes");
+        String::from_utf8(text).expect("UTF-8")
+    }
+
+    fn key(netns: u32, operation: Operation, errno: u16, auto_port: bool) -> ErrorKey {
+        ErrorKey {
+            netns,
+            errno,
+            operation: operation as u8,
+            protocol: PROTOCOL_TCP,
+            auto_port: u8::from(auto_port),
+            padding: [0; 3],
+        }
+    }
+
+    #[test]
+    fn aggregates_raw_records_and_counters_into_series() {
+        struct Case {
+            name: &'static str,
+            records: Vec<Vec<u8>>,
+            errors: Vec<(ErrorKey, u64)>,
+            lines: &'static [&'static str],
+        }
+        let mut bind_conflict = exhausted_connect();
+        bind_conflict.operation = Operation::Bind as u8;
+        bind_conflict.errno = 98;
+        bind_conflict.flags = FLAG_HAS_CALLER;
+        let mut bind_exhausted = bind_conflict;
+        bind_exhausted.flags = FLAG_HAS_CALLER | FLAG_AUTO_PORT;
+
+        let cases = [
+            Case {
+                name: "a quiet namespace has its gauges and zeroed exhaustion counters",
+                records: vec![],
+                errors: vec![],
+                lines: &[
+                    r#"port_monitor_sockets{netns="7",protocol="tcp",state="established"} 1"#,
+                    r#"port_monitor_sockets{netns="7",protocol="tcp",state="time_wait"} 0"#,
+                    r#"port_monitor_ports_in_use{netns="7",protocol="tcp",range="ephemeral"} 1"#,
+                    r#"port_monitor_ports_in_use{netns="7",protocol="tcp",range="registered"} 1"#,
+                    r#"port_monitor_ephemeral_range_min{netns="7"} 40000"#,
+                    r#"port_monitor_ephemeral_range_max{netns="7"} 40009"#,
+                    r#"port_monitor_ephemeral_ports_capacity{netns="7"} 10"#,
+                    r#"port_monitor_namespace_info{netns="7",name="blue"} 1"#,
+                    r#"port_monitor_port_exhaustion_total{netns="7",protocol="tcp",operation="connect"} 0"#,
+                    r#"port_monitor_port_exhaustion_total{netns="7",protocol="tcp",operation="bind"} 0"#,
+                    r#"port_monitor_tcp_state_transitions_total{from="syn_sent",to="established"} 5"#,
+                    "port_monitor_events_lost_total 2",
+                    r#"port_monitor_build_info{version="1.2.3",revision="abc"} 1"#,
+                ],
+            },
+            Case {
+                name: "connect out of ports: an error, an exhaustion, an event",
+                records: vec![record(&exhausted_connect())],
+                errors: vec![(key(7, Operation::Connect, 99, true), 4)],
+                lines: &[
+                    r#"port_monitor_connect_errors_total{netns="7",protocol="tcp",errno="EADDRNOTAVAIL"} 4"#,
+                    r#"port_monitor_port_exhaustion_total{netns="7",protocol="tcp",operation="connect"} 4"#,
+                    r#"port_monitor_events_total{kind="connect_failure"} 1"#,
+                ],
+            },
+            Case {
+                name: "bind conflict and bind(0) out of ports: both errors, one exhaustion",
+                records: vec![record(&bind_conflict), record(&bind_exhausted)],
+                errors: vec![
+                    (key(7, Operation::Bind, 98, false), 2),
+                    (key(7, Operation::Bind, 98, true), 3),
+                ],
+                lines: &[
+                    r#"port_monitor_bind_errors_total{netns="7",protocol="tcp",errno="EADDRINUSE"} 5"#,
+                    r#"port_monitor_port_exhaustion_total{netns="7",protocol="tcp",operation="bind"} 3"#,
+                    r#"port_monitor_events_total{kind="bind_failure"} 2"#,
+                ],
+            },
+            Case {
+                name: "a namespace only the kernel has seen yet still gets its counters",
+                records: vec![],
+                errors: vec![(key(9, Operation::Connect, 111, false), 1)],
+                lines: &[
+                    r#"port_monitor_connect_errors_total{netns="9",protocol="tcp",errno="ECONNREFUSED"} 1"#,
+                    r#"port_monitor_port_exhaustion_total{netns="9",protocol="tcp",operation="connect"} 0"#,
+                ],
+            },
+        ];
+        for case in cases {
+            let text = exposition(&case.records, &case.errors);
+            for line in case.lines {
+                assert!(
+                    text.lines().any(|have| have == *line),
+                    "{}: missing {line}\n{text}",
+                    case.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_family_has_help_and_a_type() {
+        let text = exposition(&[], &[(key(7, Operation::Connect, 99, true), 1)]);
+        for spec in ALL {
+            let rendered = text.contains(&format!("# TYPE {} ", spec.name));
+            let has_series = text.lines().any(|line| line.starts_with(spec.name));
+            assert_eq!(rendered, has_series, "{}", spec.name);
+            assert!(spec.help.ends_with('.'), "{} help is a sentence", spec.name);
+            if spec.kind == MetricType::COUNTER {
+                assert!(spec.name.ends_with("_total"), "{} is a counter", spec.name);
+            }
+        }
     }
 }

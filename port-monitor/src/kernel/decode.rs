@@ -166,7 +166,7 @@ pub(crate) mod tests {
         bytes
     }
 
-    /// A connect() from `curl` (pid 4242) in netns 4026532000 that found no free port.
+    /// A `connect()` from `curl` (pid 4242) in netns 4026532000 that found no free port.
     pub(crate) fn exhausted_connect() -> FailureEvent {
         let mut remote_addr = [0; 16];
         remote_addr[..4].copy_from_slice(&[10, 0, 0, 7]);

@@ -42,7 +42,7 @@ pub enum KernelError {
     #[error(transparent)]
     Layout(#[from] layout::LayoutError),
     #[error("loading the eBPF object failed: {0}")]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
     #[error("the eBPF object has no program {0} (build mismatch)")]
     NoProgram(&'static str),
     #[error("the eBPF object has no map {0} (build mismatch)")]
@@ -51,13 +51,13 @@ pub enum KernelError {
     Program {
         program: &'static str,
         attach_point: String,
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
         hint: &'static str,
     },
     #[error("map {map}: {source}")]
     Map {
         map: &'static str,
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
     #[error("opening the cgroup v2 root {path}: {source}")]
     Cgroup {
@@ -88,12 +88,12 @@ impl Kernel {
         requirements::ensure_tracefs()?;
         let layout = layout::from_running_kernel()?;
         let btf = aya::Btf::from_sys_fs()
-            .map_err(|error| KernelError::Load(aya::EbpfError::BtfError(error)))?;
+            .map_err(|error| KernelError::Load(Box::new(aya::EbpfError::BtfError(error))))?;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global(LAYOUT_GLOBAL, &layout, true)
             .load(PROGRAMS)
-            .map_err(KernelError::Load)?;
+            .map_err(|error| KernelError::Load(Box::new(error)))?;
         if let Err(error) = aya_log::EbpfLogger::init(&mut ebpf) {
             // The programs only log on paths that should never run; losing that is not fatal.
             tracing::debug!(%error, "kernel program logs unavailable");
@@ -131,7 +131,7 @@ impl Kernel {
     /// When a map read fails.
     pub fn read_counters(&self) -> Result<KernelCounters, KernelError> {
         let mut errors = Vec::new();
-        for entry in self.errors.iter() {
+        for entry in &self.errors {
             let (key, per_cpu) = entry.map_err(map_error(maps::SOCKET_ERRORS))?;
             errors.push((key, per_cpu.iter().sum()));
         }
@@ -191,7 +191,10 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Kerne
 }
 
 fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> KernelError {
-    move |source| KernelError::Map { map, source }
+    move |source| KernelError::Map {
+        map,
+        source: Box::new(source),
+    }
 }
 
 fn attach_all(
@@ -275,7 +278,7 @@ fn program_error(hook: &Hook) -> impl Fn(aya::programs::ProgramError) -> KernelE
         KernelError::Program {
             program: hook.program,
             attach_point: hook.attach_point.clone(),
-            source,
+            source: Box::new(source),
             hint,
         }
     }

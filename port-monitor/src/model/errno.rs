@@ -1,8 +1,8 @@
 //! Errno values as the names users know them from `man connect` and `man bind`.
 
-/// connect() found no free local port (`__inet_hash_connect`).
+/// `connect()` found no free local port (`__inet_hash_connect`).
 pub const EADDRNOTAVAIL: u16 = 99;
-/// bind() found the port taken, or no free port for port 0 (`inet_csk_get_port`).
+/// `bind()` found the port taken, or no free port for port 0 (`inet_csk_get_port`).
 pub const EADDRINUSE: u16 = 98;
 
 /// The symbolic name of a positive errno (`99` -> `"EADDRNOTAVAIL"`); `"E<number>"` for one

@@ -189,7 +189,7 @@ pub struct Failure {
     /// Who made the call, when the kernel saw it in the caller's context.
     pub caller: Option<Caller>,
     pub local: std::net::SocketAddr,
-    /// The destination of a connect(); `None` for bind().
+    /// The destination of a `connect()`; `None` for `bind()`.
     pub remote: Option<std::net::SocketAddr>,
 }
 
@@ -341,6 +341,7 @@ impl Model {
     }
 
     /// Namespaces that appear in any series.
+    #[must_use]
     pub fn known_namespaces(&self) -> BTreeSet<NetnsId> {
         self.namespaces
             .keys()
@@ -359,5 +360,159 @@ impl Model {
     #[must_use]
     pub fn stats(&self) -> &SelfStats {
         &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use port_monitor_common::PROTOCOL_TCP;
+
+    use super::*;
+
+    fn snapshot(netns: NetnsId, sockets: &[(TcpState, u16)]) -> NamespaceSnapshot {
+        let mut tally = SocketTally::default();
+        for &(state, port) in sockets {
+            tally.add(Protocol::Tcp, state, port);
+        }
+        NamespaceSnapshot {
+            netns,
+            name: None,
+            ports: Some(PortConfig {
+                ephemeral: 40000..=40009,
+                reserved: [40000].into_iter().collect(),
+            }),
+            sockets: tally,
+        }
+    }
+
+    fn error(netns: NetnsId, operation: Operation, errno: u16, auto_port: bool) -> ErrorKey {
+        ErrorKey {
+            netns,
+            errno,
+            operation: operation as u8,
+            protocol: PROTOCOL_TCP,
+            auto_port: u8::from(auto_port),
+            padding: [0; 3],
+        }
+    }
+
+    #[test]
+    fn gauges_follow_the_latest_snapshot() {
+        let mut model = Model::default();
+        model.apply_snapshot(
+            &[snapshot(
+                1,
+                &[
+                    (TcpState::Listen, 80),
+                    (TcpState::Established, 80),
+                    (TcpState::Established, 40001),
+                    (TcpState::TimeWait, 40002),
+                    (TcpState::TimeWait, 40000),
+                ],
+            )],
+            &[],
+            0.01,
+        );
+        let (_, gauges) = model.namespaces().next().expect("one namespace");
+        let sockets: BTreeMap<_, _> = gauges.sockets().map(|(_, state, n)| (state, n)).collect();
+        assert_eq!(sockets[&TcpState::Established], 2);
+        assert_eq!(sockets[&TcpState::TimeWait], 2);
+        assert_eq!(sockets[&TcpState::SynSent], 0, "known states exist at 0");
+        let ports: BTreeMap<_, _> = gauges
+            .ports_in_use()
+            .map(|(_, range, n)| (range, n))
+            .collect();
+        // 40000 is reserved: held, but not one the kernel could have handed out.
+        assert_eq!(ports[&PortRange::Ephemeral], 2);
+        assert_eq!(ports[&PortRange::WellKnown], 1);
+        assert_eq!(ports[&PortRange::Registered], 3);
+        assert_eq!(
+            gauges.ephemeral,
+            Some(EphemeralRange {
+                min: 40000,
+                max: 40009,
+                reserved: 1,
+                capacity: 9
+            })
+        );
+    }
+
+    #[test]
+    fn a_namespace_that_could_not_be_read_keeps_its_gauges() {
+        let mut model = Model::default();
+        model.apply_snapshot(
+            &[snapshot(1, &[(TcpState::Listen, 80)]), snapshot(2, &[])],
+            &[],
+            0.0,
+        );
+        model.apply_snapshot(&[snapshot(2, &[])], &[1], 0.0);
+        assert_eq!(
+            model
+                .namespaces()
+                .map(|(netns, _)| netns)
+                .collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!(model.stats().snapshot_failures, 1);
+    }
+
+    #[test]
+    fn a_deleted_namespace_disappears_with_its_counters() {
+        let mut model = Model::default();
+        let counters = KernelCounters {
+            errors: vec![
+                (error(1, Operation::Connect, errno::EADDRNOTAVAIL, true), 3),
+                (error(2, Operation::Bind, errno::EADDRINUSE, false), 1),
+            ],
+            ..KernelCounters::default()
+        };
+        model.apply_snapshot(&[snapshot(1, &[]), snapshot(2, &[])], &[], 0.0);
+        model.apply_kernel_counters(&counters);
+        assert_eq!(model.failures().count(), 2);
+
+        // Namespace 2 is deleted: its gauges go at once, its counters after one more
+        // snapshot that does not find it either (it could have been created after discovery).
+        model.apply_snapshot(&[snapshot(1, &[])], &[], 0.0);
+        assert_eq!(model.namespaces().count(), 1);
+        assert!(model.retired().is_empty());
+        model.apply_snapshot(&[snapshot(1, &[])], &[], 0.0);
+        assert_eq!(model.retired(), [2]);
+        assert_eq!(
+            model.known_namespaces().into_iter().collect::<Vec<_>>(),
+            [1]
+        );
+
+        // Until the kernel entries are deleted, reading them does not bring the series back.
+        model.apply_kernel_counters(&counters);
+        assert_eq!(
+            model
+                .failures()
+                .map(|(netns, _, _)| netns)
+                .collect::<Vec<_>>(),
+            [1]
+        );
+        model.forget_retired(&[2]);
+        assert!(model.retired().is_empty());
+    }
+
+    #[test]
+    fn exhaustion_needs_an_automatic_port_and_the_out_of_ports_errno() {
+        let kind = |operation, errno, auto_port| FailureKind {
+            operation,
+            protocol: Protocol::Tcp,
+            errno,
+            auto_port,
+        };
+        let cases = [
+            (kind(Operation::Connect, errno::EADDRNOTAVAIL, true), true),
+            (kind(Operation::Connect, errno::EADDRNOTAVAIL, false), false),
+            (kind(Operation::Connect, 111, false), false),
+            (kind(Operation::Bind, errno::EADDRINUSE, true), true),
+            (kind(Operation::Bind, errno::EADDRINUSE, false), false),
+            (kind(Operation::Bind, 13, true), false),
+        ];
+        for (kind, expected) in cases {
+            assert_eq!(kind.is_exhaustion(), expected, "{kind:?}");
+        }
     }
 }

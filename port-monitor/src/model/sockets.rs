@@ -17,9 +17,9 @@ pub enum TcpState {
     LastAck = 9,
     Listen = 10,
     Closing = 11,
-    /// A request socket (`TCP_NEW_SYN_RECV`); sock_diag reports it as `SynRecv`, as `ss` does.
+    /// A request socket (`TCP_NEW_SYN_RECV`); `sock_diag` reports it as `SynRecv`, as `ss` does.
     NewSynRecv = 12,
-    /// Bound but neither listening nor connected (Linux >= 6.7 lists these in sock_diag).
+    /// Bound but neither listening nor connected (Linux >= 6.7 lists these in `sock_diag`).
     BoundInactive = 13,
 }
 

@@ -1,5 +1,5 @@
 //! Snapshots of every namespace's socket tables and port sysctls: the exact source of the
-//! gauges, including what no event shows (TIME_WAIT sockets, sockets older than the daemon).
+//! gauges, including what no event shows (`TIME_WAIT` sockets, sockets older than the daemon).
 //!
 //! Runs on its own thread: the dumps are blocking netlink I/O, and the cost grows with the
 //! number of sockets, so it stays off the async runtime that serves scrapes.
@@ -92,6 +92,9 @@ fn snapshot_namespace(netns: &Netns) -> Result<NamespaceSnapshot, SnapshotError>
 
 /// Snapshots the node every `interval` on a dedicated thread, into `model`, until `stop`
 /// receives or is dropped. `on_first` runs after the first snapshot is in the model.
+///
+/// # Errors
+/// When the thread cannot be started.
 pub fn spawn(
     proc: PathBuf,
     interval: Duration,

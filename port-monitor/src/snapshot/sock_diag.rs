@@ -28,7 +28,7 @@ pub enum DumpError {
     Decode { what: &'static str, reason: String },
 }
 
-/// Opens a sock_diag socket in the calling thread's namespace.
+/// Opens a `sock_diag` socket in the calling thread's namespace.
 ///
 /// # Errors
 /// When the socket cannot be created.
@@ -108,7 +108,7 @@ fn dump(
                 }
                 NetlinkPayload::Done(_) => return Ok(()),
                 NetlinkPayload::Error(error) => {
-                    let code = error.code.map_or(0, |code| code.get());
+                    let code = error.code.map_or(0, std::num::NonZero::get);
                     return Err(DumpError::Kernel { what, code });
                 }
                 _ => {}

@@ -23,14 +23,12 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
 };
 
 /// The layout, read so that the compiler cannot fold the placeholder zeros above.
-#[inline(always)]
 pub fn layout() -> KernelLayout {
     // SAFETY: a plain read of a static.
     unsafe { core::ptr::read_volatile(&raw const KERNEL_LAYOUT) }
 }
 
 /// Reads a `T` at `offset` bytes from `base`, a kernel pointer.
-#[inline(always)]
 pub fn read<T>(base: *const u8, offset: u32) -> Option<T> {
     // SAFETY: bpf_probe_read_kernel copies through the kernel's fault-safe path; a bad
     // pointer yields an error, not a fault.
@@ -38,13 +36,11 @@ pub fn read<T>(base: *const u8, offset: u32) -> Option<T> {
 }
 
 /// The inode number of the network namespace `net` (a `struct net *`).
-#[inline(always)]
 pub fn net_inum(net: *const u8, layout: &KernelLayout) -> Option<u32> {
     read::<u32>(net, layout.net_inum)
 }
 
 /// The inode number of the calling task's network namespace.
-#[inline(always)]
 pub fn current_net_inum(layout: &KernelLayout) -> Option<u32> {
     // SAFETY: the helper returns the current task pointer; it is only read through `read`.
     let task = unsafe { bpf_get_current_task() } as *const u8;

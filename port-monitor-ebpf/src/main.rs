@@ -5,6 +5,10 @@
 //! rare events (a failed connect or bind) read more of the socket and send a record.
 #![no_std]
 #![no_main]
+#![expect(
+    clippy::doc_markdown,
+    reason = "kernel state, errno and function names read better unquoted in these notes"
+)]
 
 mod kernel;
 mod maps;

@@ -19,7 +19,6 @@ use crate::maps::{COUNTERS, EVENTS, SOCKET_ERRORS};
 const WAKEUP_THRESHOLD_BYTES: u64 = 256 * 1024;
 
 /// Adds one to the count of `key`, creating the entry if it is the first.
-#[inline(always)]
 pub fn count_error(key: &ErrorKey) {
     if let Some(count) = SOCKET_ERRORS.get_ptr_mut(key) {
         // SAFETY: a per-CPU slot: nothing else writes it while this program runs.
@@ -30,7 +29,6 @@ pub fn count_error(key: &ErrorKey) {
 }
 
 /// Adds one to a slot of the `COUNTERS` array.
-#[inline(always)]
 pub fn bump(counter: Counter) {
     if let Some(count) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: a per-CPU slot: nothing else writes it while this program runs.
@@ -50,7 +48,6 @@ pub struct Failure {
 }
 
 /// Sends the record of `failure`, or counts it as lost when the ring buffer is full.
-#[inline(always)]
 pub fn send(failure: &Failure) {
     let Some(mut entry) = EVENTS.reserve::<FailureEvent>(0) else {
         bump(Counter::EventsLost);
@@ -61,6 +58,10 @@ pub fn send(failure: &Failure) {
         // SAFETY: a helper without preconditions.
         let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
         let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "tgid and pid are the two halves"
+        )]
         ((pid_tgid >> 32) as u32, pid_tgid as u32, cgroup_id, comm)
     } else {
         (0, 0, 0, [0; 16])

@@ -37,18 +37,25 @@ pub struct BindRequest {
 const ALLOW: i32 = 1;
 
 #[cgroup_sock_addr(bind4)]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the signature the macro requires"
+)]
 pub fn bind4_request(ctx: SockAddrContext) -> i32 {
     remember(&ctx, FAMILY_INET);
     ALLOW
 }
 
 #[cgroup_sock_addr(bind6)]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the signature the macro requires"
+)]
 pub fn bind6_request(ctx: SockAddrContext) -> i32 {
     remember(&ctx, FAMILY_INET6);
     ALLOW
 }
 
-#[inline(always)]
 fn remember(ctx: &SockAddrContext, family: u16) {
     // SAFETY: the context pointer is valid for the program's run.
     let addr = unsafe { &*ctx.sock_addr };
@@ -73,7 +80,7 @@ fn remember(ctx: &SockAddrContext, family: u16) {
         padding: [0; 3],
     };
     // Failing to remember only loses this call's errno: nothing to do about it here.
-    let _ = BIND_REQUESTS.insert(&bpf_get_current_pid_tgid(), &request, 0);
+    let _ = BIND_REQUESTS.insert(bpf_get_current_pid_tgid(), request, 0);
 }
 
 /// Offset of `long ret` in the `sys_exit_bind` record (see its `format` file in tracefs):
@@ -81,14 +88,18 @@ fn remember(ctx: &SockAddrContext, family: u16) {
 const SYS_EXIT_RET_OFFSET: usize = 16;
 
 #[tracepoint(category = "syscalls", name = "sys_exit_bind")]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the signature the macro requires"
+)]
 pub fn bind_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: BIND_REQUESTS values are plain data; the entry is copied out before removal.
-    let Some(request) = (unsafe { BIND_REQUESTS.get(&pid_tgid) }).copied() else {
+    let Some(request) = (unsafe { BIND_REQUESTS.get(pid_tgid) }).copied() else {
         // Not an IPv4/IPv6 bind (or the hook missed it): nothing to report.
         return 0;
     };
-    let _ = BIND_REQUESTS.remove(&pid_tgid);
+    let _ = BIND_REQUESTS.remove(pid_tgid);
     // SAFETY: the offset is within the tracepoint's record.
     let Ok(ret) = (unsafe { ctx.read_at::<i64>(SYS_EXIT_RET_OFFSET) }) else {
         return 0;
@@ -99,7 +110,6 @@ pub fn bind_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[inline(always)]
 fn on_bind_failed(request: &BindRequest, ret: i64) -> Option<()> {
     let layout = layout();
     #[expect(

@@ -34,16 +34,21 @@ const TCP_CLOSE: i32 = 7;
 const EADDRNOTAVAIL: u16 = 99;
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the signature the macro requires"
+)]
 pub fn tcp_state_change(ctx: BtfTracePointContext) -> i32 {
     // Arguments: (const struct sock *sk, const int oldstate, const int newstate).
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
     #[expect(clippy::cast_sign_loss, reason = "bounds checked by the guard")]
-    if (0..16).contains(&old) && (0..16).contains(&new) {
-        if let Some(count) = TCP_TRANSITIONS.get_ptr_mut(transition_index(old as u32, new as u32)) {
-            // SAFETY: a per-CPU slot: nothing else writes it while this program runs.
-            unsafe { *count += 1 };
-        }
+    if (0..16).contains(&old)
+        && (0..16).contains(&new)
+        && let Some(count) = TCP_TRANSITIONS.get_ptr_mut(transition_index(old as u32, new as u32))
+    {
+        // SAFETY: a per-CPU slot: nothing else writes it while this program runs.
+        unsafe { *count += 1 };
     }
     if old == TCP_SYN_SENT && new == TCP_CLOSE {
         let sk: *const u8 = ctx.arg(0);
@@ -52,7 +57,6 @@ pub fn tcp_state_change(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-#[inline(always)]
 fn on_connect_failed(sk: *const u8) -> Option<()> {
     let layout = layout();
     // MPTCP and others share the tracepoint; only TCP sockets count here.

@@ -7,53 +7,88 @@ use std::{
 
 use crate::support::{Exporter, privileged};
 
-/// Names of the daemon's programs as `bpftool prog show` prints them (the kernel keeps the
-/// first 15 characters).
+/// Names of the daemon's programs as `bpftool prog show` prints them.
 const PROGRAMS: [&str; 4] = [
-    "tcp_state_chang",
+    "tcp_state_change",
     "bind4_request",
     "bind6_request",
     "bind_exit",
 ];
 
-fn loaded_programs() -> String {
+fn bpftool(object: &str) -> String {
     let output = Command::new("bpftool")
-        .args(["prog", "show"])
+        .args([object, "show"])
         .output()
         .expect("bpftool is installed by cargo xtask test");
-    assert!(output.status.success(), "bpftool prog show failed");
+    assert!(output.status.success(), "bpftool {object} show failed");
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Whether any of the daemon's programs is loaded, waiting up to two seconds for the kernel
-/// to finish releasing them: a program is freed after an RCU grace period, not at close().
-fn any_loaded() -> Option<String> {
-    let deadline = Instant::now() + Duration::from_secs(2);
+/// Ids of the daemon's loaded programs ("219: tracing  name tcp_state_change  tag ...").
+fn our_program_ids() -> Vec<String> {
+    bpftool("prog")
+        .lines()
+        .filter(|line| {
+            PROGRAMS
+                .iter()
+                .any(|name| line.contains(&format!(" name {name} ")))
+        })
+        .filter_map(|line| line.split(':').next().map(str::to_owned))
+        .collect()
+}
+
+/// Links (attachments) that run one of `programs` ("105: raw_tracepoint  prog 219").
+fn links_to(programs: &[String]) -> Vec<String> {
+    bpftool("link")
+        .lines()
+        .filter(|line| {
+            programs
+                .iter()
+                .any(|id| line.trim_end().ends_with(&format!("prog {id}")))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits up to `timeout` for `done`. The kernel frees a detached program after an RCU grace
+/// period, not at close(), and a loaded machine can take seconds to get there.
+fn eventually(timeout: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
     loop {
-        let loaded = loaded_programs();
-        if !PROGRAMS.iter().any(|program| loaded.contains(program)) {
-            return None;
+        if done() {
+            return true;
         }
         if Instant::now() >= deadline {
-            return Some(loaded);
+            return false;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+const RELEASE: Duration = Duration::from_secs(15);
 
 #[test]
 fn privileged_sigterm_detaches_every_program() {
     if !privileged("sigterm_detaches_every_program") {
         return;
     }
+    assert!(
+        eventually(RELEASE, || our_program_ids().is_empty()),
+        "a daemon is still loaded"
+    );
     let exporter = Exporter::start();
-    let attached = loaded_programs();
-    for program in PROGRAMS {
-        assert!(
-            attached.contains(program),
-            "{program} is loaded while running"
-        );
-    }
+    let ids = our_program_ids();
+    assert_eq!(
+        ids.len(),
+        PROGRAMS.len(),
+        "every program loaded:\n{}",
+        bpftool("prog")
+    );
+    assert_eq!(
+        links_to(&ids).len(),
+        PROGRAMS.len(),
+        "every program attached"
+    );
     assert_eq!(exporter.get("/-/healthy").expect("healthy").0, 200);
     assert_eq!(exporter.get("/-/ready").expect("ready").0, 200);
     assert_eq!(exporter.get("/nope").expect("404").0, 404);
@@ -64,13 +99,16 @@ fn privileged_sigterm_detaches_every_program() {
         status.success(),
         "clean exit on SIGTERM: {status}\n{log_before_stop}"
     );
-    let after = loaded_programs();
-    for program in PROGRAMS {
-        assert!(
-            !after.contains(program),
-            "{program} still loaded after SIGTERM:\n{after}"
-        );
-    }
+    assert!(
+        eventually(RELEASE, || links_to(&ids).is_empty()),
+        "attachments left after SIGTERM:\n{}",
+        bpftool("link")
+    );
+    assert!(
+        eventually(RELEASE, || our_program_ids().is_empty()),
+        "programs left after SIGTERM:\n{}",
+        bpftool("prog")
+    );
 }
 
 #[test]
@@ -78,8 +116,10 @@ fn privileged_busy_port_fails_fast_with_a_clear_message() {
     if !privileged("busy_port_fails_fast_with_a_clear_message") {
         return;
     }
-    // Earlier tests' daemons may still be being released.
-    assert_eq!(any_loaded(), None, "no daemon running before the test");
+    assert!(
+        eventually(RELEASE, || our_program_ids().is_empty()),
+        "a daemon is still loaded"
+    );
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = taken.local_addr().expect("address").to_string();
     let output = Command::new(env!("CARGO_BIN_EXE_port-monitor"))
@@ -93,7 +133,7 @@ fn privileged_busy_port_fails_fast_with_a_clear_message() {
         "names the flag: {stderr}"
     );
     assert!(
-        !loaded_programs().contains("tcp_state_chang"),
+        our_program_ids().is_empty(),
         "nothing loaded when it cannot serve"
     );
 }

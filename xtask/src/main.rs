@@ -2,6 +2,7 @@
 //! README commands (`cargo xtask run`, `cargo xtask test`) work on a fresh Debian machine and
 //! install nothing the second time.
 
+mod bench;
 mod cmd;
 mod run;
 mod setup;
@@ -25,6 +26,8 @@ enum Task {
     Run(run::Options),
     /// Install what is missing and run every check: format, lints, unit and privileged tests.
     Test(test::Options),
+    /// Install what is missing and measure port-monitor's overhead against a baseline and peers.
+    Bench(bench::Options),
 }
 
 fn main() -> Result<()> {
@@ -32,5 +35,6 @@ fn main() -> Result<()> {
         Task::Setup => setup::install(setup::Purpose::Test),
         Task::Run(options) => run::run(&options),
         Task::Test(options) => test::run(&options),
+        Task::Bench(options) => bench::run(&options),
     }
 }

@@ -12,6 +12,8 @@ pub enum Purpose {
     Run,
     /// Build the exporter and run every test.
     Test,
+    /// Build the exporter and benchmark it beside its peers.
+    Bench,
 }
 
 /// The LLVM that bpf-linker links against. bpf-linker's default (LLVM 23) is not packaged for
@@ -21,14 +23,20 @@ const LLVM_MAJOR: &str = "22";
 /// Debian packages needed to build (bpf-linker needs LLVM's development files).
 const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
 
+/// Debian packages the benchmarks use: `ip` for their namespaces and the peers measured
+/// beside port-monitor.
+const BENCH_PACKAGES: &[&str] = &["iproute2", "bpftrace"];
+
 /// Debian packages the tests use: `ip` and `ss` (namespaces and ground truth), `bpftool`
 /// (nothing left attached after shutdown) and `promtool` (exposition format check).
 const TEST_PACKAGES: &[&str] = &["iproute2", "bpftool", "prometheus"];
 
 pub fn install(purpose: Purpose) -> Result<()> {
     let mut packages = BUILD_PACKAGES.to_vec();
-    if purpose == Purpose::Test {
-        packages.extend_from_slice(TEST_PACKAGES);
+    match purpose {
+        Purpose::Run => {}
+        Purpose::Test => packages.extend_from_slice(TEST_PACKAGES),
+        Purpose::Bench => packages.extend_from_slice(BENCH_PACKAGES),
     }
     install_apt_packages(&packages)?;
     install_rust_src()?;

@@ -28,20 +28,25 @@ pub fn layout() -> KernelLayout {
     unsafe { core::ptr::read_volatile(&raw const KERNEL_LAYOUT) }
 }
 
+/// A kernel read failed: the layout does not fit this kernel, or the object went away.
+/// Never expected; the programs log it (aya-log) and count nothing rather than garbage.
+pub struct Unreadable;
+
 /// Reads a `T` at `offset` bytes from `base`, a kernel pointer.
-pub fn read<T>(base: *const u8, offset: u32) -> Option<T> {
+pub fn read<T>(base: *const u8, offset: u32) -> Result<T, Unreadable> {
     // SAFETY: bpf_probe_read_kernel copies through the kernel's fault-safe path; a bad
     // pointer yields an error, not a fault.
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()).ok() }
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }
+        .map_err(|_| Unreadable)
 }
 
 /// The inode number of the network namespace `net` (a `struct net *`).
-pub fn net_inum(net: *const u8, layout: &KernelLayout) -> Option<u32> {
+pub fn net_inum(net: *const u8, layout: &KernelLayout) -> Result<u32, Unreadable> {
     read::<u32>(net, layout.net_inum)
 }
 
 /// The inode number of the calling task's network namespace.
-pub fn current_net_inum(layout: &KernelLayout) -> Option<u32> {
+pub fn current_net_inum(layout: &KernelLayout) -> Result<u32, Unreadable> {
     // SAFETY: the helper returns the current task pointer; it is only read through `read`.
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let nsproxy = read::<*const u8>(task, layout.task_nsproxy)?;

@@ -12,10 +12,11 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, tracepoint},
     programs::{SockAddrContext, TracePointContext},
 };
+use aya_log_ebpf::warn;
 use port_monitor_common::{FAMILY_INET, FAMILY_INET6, Operation, maps::ErrorKey};
 
 use crate::{
-    kernel::{self, layout},
+    kernel::{self, Unreadable, layout},
     maps::BIND_REQUESTS,
     record::{self, Failure},
 };
@@ -104,13 +105,16 @@ pub fn bind_exit(ctx: TracePointContext) -> u32 {
     let Ok(ret) = (unsafe { ctx.read_at::<i64>(SYS_EXIT_RET_OFFSET) }) else {
         return 0;
     };
-    if ret < 0 {
-        on_bind_failed(&request, ret);
+    if ret < 0 && on_bind_failed(&request, ret).is_err() {
+        warn!(
+            &ctx,
+            "port-monitor: cannot read the caller's namespace; bind failure not counted"
+        );
     }
     0
 }
 
-fn on_bind_failed(request: &BindRequest, ret: i64) -> Option<()> {
+fn on_bind_failed(request: &BindRequest, ret: i64) -> Result<(), Unreadable> {
     let layout = layout();
     #[expect(
         clippy::cast_possible_truncation,
@@ -136,5 +140,5 @@ fn on_bind_failed(request: &BindRequest, ret: i64) -> Option<()> {
         local_addr: request.addr,
         remote_addr: [0; 16],
     });
-    Some(())
+    Ok(())
 }

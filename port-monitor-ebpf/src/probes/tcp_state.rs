@@ -18,13 +18,14 @@
 //!   current task is not the caller. `sk_err` 0 means the caller gave up (closed the socket).
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_log_ebpf::warn;
 use port_monitor_common::{
     FAMILY_INET, FAMILY_INET6, Operation, PROTOCOL_TCP,
     maps::{ErrorKey, transition_index},
 };
 
 use crate::{
-    kernel::{self, layout},
+    kernel::{self, Unreadable, layout},
     maps::TCP_TRANSITIONS,
     record::{self, Failure},
 };
@@ -52,16 +53,21 @@ pub fn tcp_state_change(ctx: BtfTracePointContext) -> i32 {
     }
     if old == TCP_SYN_SENT && new == TCP_CLOSE {
         let sk: *const u8 = ctx.arg(0);
-        on_connect_failed(sk);
+        if on_connect_failed(sk).is_err() {
+            warn!(
+                &ctx,
+                "port-monitor: cannot read a failed connect's socket; not counted"
+            );
+        }
     }
     0
 }
 
-fn on_connect_failed(sk: *const u8) -> Option<()> {
+fn on_connect_failed(sk: *const u8) -> Result<(), Unreadable> {
     let layout = layout();
     // MPTCP and others share the tracepoint; only TCP sockets count here.
     if kernel::read::<u16>(sk, layout.sock_protocol)? != u16::from(PROTOCOL_TCP) {
-        return None;
+        return Ok(());
     }
     let local_port = u16::from_be(kernel::read::<u16>(sk, layout.sock_local_port)?);
     let (errno, auto_port) = if local_port == 0 {
@@ -69,7 +75,7 @@ fn on_connect_failed(sk: *const u8) -> Option<()> {
     } else {
         let err = kernel::read::<i32>(sk, layout.sock_err)?;
         if err <= 0 {
-            return None;
+            return Ok(());
         }
         #[expect(
             clippy::cast_possible_truncation,
@@ -108,5 +114,5 @@ fn on_connect_failed(sk: *const u8) -> Option<()> {
         local_addr,
         remote_addr,
     });
-    Some(())
+    Ok(())
 }

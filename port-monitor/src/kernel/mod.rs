@@ -47,6 +47,8 @@ pub enum KernelError {
     NoProgram(&'static str),
     #[error("the eBPF object has no map {0} (build mismatch)")]
     NoMap(&'static str),
+    #[error("reading the kernel programs' log: {0}")]
+    Logs(#[source] Box<aya_log::Error>),
     #[error("program {program} ({attach_point}): {source}{hint}")]
     Program {
         program: &'static str,
@@ -70,6 +72,8 @@ pub enum KernelError {
 /// program: all attachments are links owned by file descriptors, none is pinned.
 pub struct Kernel {
     _ebpf: Ebpf,
+    /// Log lines from the programs (aya-log), written only on paths that should never run.
+    logs: aya_log::EbpfLogger<&'static dyn log::Log>,
     hooks: Vec<Hook>,
     errors: PerCpuHashMap<MapData, ErrorKey, u64>,
     transitions: PerCpuArray<MapData, u64>,
@@ -94,10 +98,8 @@ impl Kernel {
             .override_global(LAYOUT_GLOBAL, &layout, true)
             .load(PROGRAMS)
             .map_err(|error| KernelError::Load(Box::new(error)))?;
-        if let Err(error) = aya_log::EbpfLogger::init(&mut ebpf) {
-            // The programs only log on paths that should never run; losing that is not fatal.
-            tracing::debug!(%error, "kernel program logs unavailable");
-        }
+        let logs = aya_log::EbpfLogger::init(&mut ebpf)
+            .map_err(|error| KernelError::Logs(Box::new(error)))?;
         let hooks = attach_all(&mut ebpf, &btf, &cgroup_root)?;
         let events = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)
             .map_err(map_error(maps::EVENTS))?;
@@ -110,6 +112,7 @@ impl Kernel {
         Ok((
             Self {
                 _ebpf: ebpf,
+                logs,
                 hooks,
                 errors,
                 transitions,
@@ -117,6 +120,11 @@ impl Kernel {
             },
             events,
         ))
+    }
+
+    /// Writes what the programs logged to the daemon's log.
+    pub fn flush_logs(&mut self) {
+        self.logs.flush();
     }
 
     /// Where each program is attached and what it gives.

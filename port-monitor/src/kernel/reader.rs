@@ -46,7 +46,10 @@ pub async fn run(
                 }
                 Err(error) => tracing::warn!(%error, "polling the ring buffer failed"),
             },
-            _ = drain_timer.tick() => drain(events.get_mut(), &model, &mut log),
+            _ = drain_timer.tick() => {
+                drain(events.get_mut(), &model, &mut log);
+                kernel.flush_logs();
+            }
             _ = poll_timer.tick() => poll_counters(&mut kernel, &model),
         }
     }

@@ -137,3 +137,26 @@ fn privileged_busy_port_fails_fast_with_a_clear_message() {
         "nothing loaded when it cannot serve"
     );
 }
+
+#[test]
+fn privileged_missing_capabilities_are_named() {
+    if !privileged("missing_capabilities_are_named") {
+        return;
+    }
+    // Root, but with CAP_BPF and CAP_PERFMON taken out of the bounding set (util-linux setpriv).
+    let output = Command::new("setpriv")
+        .args(["--bounding-set=-bpf,-perfmon", "--"])
+        .arg(env!("CARGO_BIN_EXE_port-monitor"))
+        .arg("--web.listen-address=127.0.0.1:0")
+        .output()
+        .expect("run setpriv");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in ["CAP_BPF", "CAP_PERFMON", "securityContext.capabilities.add"] {
+        assert!(stderr.contains(expected), "names {expected}: {stderr}");
+    }
+    assert!(
+        !stderr.contains("CAP_NET_ADMIN"),
+        "names only what is missing: {stderr}"
+    );
+}

@@ -48,6 +48,27 @@ pub struct ErrorKey {
     pub padding: [u8; 3],
 }
 
+impl ErrorKey {
+    /// The key of a failed `operation`; `auto_port` when the kernel was choosing the port.
+    #[must_use]
+    pub const fn new(
+        netns: u32,
+        operation: crate::Operation,
+        protocol: u8,
+        errno: u16,
+        auto_port: bool,
+    ) -> Self {
+        Self {
+            netns,
+            errno,
+            operation: operation as u8,
+            protocol,
+            auto_port: auto_port as u8,
+            padding: [0; 3],
+        }
+    }
+}
+
 /// Slots of the [`COUNTERS`] array.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

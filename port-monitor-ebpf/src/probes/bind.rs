@@ -122,14 +122,14 @@ fn on_bind_failed(request: &BindRequest, ret: i64) -> Result<(), Unreadable> {
         reason = "errno < 4096"
     )]
     let errno = (-ret) as u16;
-    let key = ErrorKey {
-        netns: kernel::current_net_inum(&layout)?,
+    let netns = kernel::current_net_inum(&layout)?;
+    let key = ErrorKey::new(
+        netns,
+        Operation::Bind,
+        request.protocol,
         errno,
-        operation: Operation::Bind as u8,
-        protocol: request.protocol,
-        auto_port: u8::from(request.port == 0),
-        padding: [0; 3],
-    };
+        request.port == 0,
+    );
     record::count_error(&key);
     record::send(&Failure {
         key,

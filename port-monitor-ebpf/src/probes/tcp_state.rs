@@ -85,14 +85,8 @@ fn on_connect_failed(sk: *const u8) -> Result<(), Unreadable> {
         (err as u16, false)
     };
     let net = kernel::read::<*const u8>(sk, layout.sock_net)?;
-    let key = ErrorKey {
-        netns: kernel::net_inum(net, &layout)?,
-        errno,
-        operation: Operation::Connect as u8,
-        protocol: PROTOCOL_TCP,
-        auto_port: u8::from(auto_port),
-        padding: [0; 3],
-    };
+    let netns = kernel::net_inum(net, &layout)?;
+    let key = ErrorKey::new(netns, Operation::Connect, PROTOCOL_TCP, errno, auto_port);
     record::count_error(&key);
 
     let family = kernel::read::<u16>(sk, layout.sock_family)?;

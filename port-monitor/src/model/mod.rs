@@ -385,15 +385,8 @@ mod tests {
         }
     }
 
-    fn error(netns: NetnsId, operation: Operation, errno: u16, auto_port: bool) -> ErrorKey {
-        ErrorKey {
-            netns,
-            errno,
-            operation: operation as u8,
-            protocol: PROTOCOL_TCP,
-            auto_port: u8::from(auto_port),
-            padding: [0; 3],
-        }
+    fn error(netns: u32, operation: Operation, errno: u16, auto_port: bool) -> ErrorKey {
+        ErrorKey::new(netns, operation, PROTOCOL_TCP, errno, auto_port)
     }
 
     #[test]

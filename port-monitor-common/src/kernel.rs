@@ -41,6 +41,21 @@ pub struct KernelLayout {
     pub task_nsproxy: u32,
     /// `struct nsproxy` → `net_ns` (`struct net *`).
     pub nsproxy_net: u32,
+    /// `struct sock` → `__sk_common.skc_num`: the bound local port, host byte order (`u16`);
+    /// 0 while the socket has none.
+    pub sock_bound_port: u32,
+    /// `struct task_struct` → `files` (`struct files_struct *`).
+    pub task_files: u32,
+    /// `struct files_struct` → `fdt` (`struct fdtable *`).
+    pub files_fdt: u32,
+    /// `struct fdtable` → `fd` (`struct file **`).
+    pub fdtable_fd: u32,
+    /// `struct file` → `private_data`: for a socket file, its `struct socket *`.
+    pub file_private_data: u32,
+    /// `struct socket` → `sk` (`struct sock *`).
+    pub socket_sk: u32,
+    /// `struct pt_regs` → the first syscall argument (`di` on x86-64, `regs[0]` on arm64).
+    pub regs_arg0: u32,
 }
 
 #[cfg(feature = "user")]

@@ -27,6 +27,8 @@ pub enum Operation {
     Connect = 1,
     /// `bind()`.
     Bind = 2,
+    /// The kernel giving a UDP socket a port on its first `connect()` or send.
+    Autobind = 3,
 }
 
 impl Operation {
@@ -36,6 +38,7 @@ impl Operation {
         match value {
             1 => Some(Self::Connect),
             2 => Some(Self::Bind),
+            3 => Some(Self::Autobind),
             _ => None,
         }
     }

@@ -20,6 +20,13 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     net_inum: 0,
     task_nsproxy: 0,
     nsproxy_net: 0,
+    sock_bound_port: 0,
+    task_files: 0,
+    files_fdt: 0,
+    fdtable_fd: 0,
+    file_private_data: 0,
+    socket_sk: 0,
+    regs_arg0: 0,
 };
 
 /// The layout, read so that the compiler cannot fold the placeholder zeros above.

@@ -72,6 +72,20 @@ pub struct Config {
     )]
     pub poll_interval: Duration,
 
+    /// Do not count failed binds (drops the cgroup bind hooks and the `sys_exit_bind`
+    /// tracepoint).
+    #[arg(long = "no-collector.bind", env = "PORT_MONITOR_NO_COLLECTOR_BIND")]
+    pub no_bind: bool,
+
+    /// Do not count UDP autobind exhaustion (drops the `sys_exit_connect`, `sys_exit_sendto`,
+    /// `sys_exit_sendmsg` and `sys_exit_sendmmsg` tracepoints, which every such call pays
+    /// for; see BENCHMARKS.md).
+    #[arg(
+        long = "no-collector.autobind",
+        env = "PORT_MONITOR_NO_COLLECTOR_AUTOBIND"
+    )]
+    pub no_autobind: bool,
+
     /// procfs mount point of the host (in a container: the host's /proc, with hostPID).
     #[arg(
         long = "path.procfs",
@@ -79,6 +93,17 @@ pub struct Config {
         default_value = "/proc"
     )]
     pub procfs: PathBuf,
+}
+
+impl Config {
+    /// The optional kernel program groups the flags leave on.
+    #[must_use]
+    pub const fn collectors(&self) -> crate::kernel::Collectors {
+        crate::kernel::Collectors {
+            bind: !self.no_bind,
+            autobind: !self.no_autobind,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

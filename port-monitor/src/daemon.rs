@@ -64,7 +64,8 @@ async fn serve(config: Config) -> Result<()> {
             config.listen_address
         )
     })?;
-    let (kernel, events) = Kernel::load().context("cannot start the kernel programs")?;
+    let (kernel, events) =
+        Kernel::load(config.collectors()).context("cannot start the kernel programs")?;
     for hook in kernel.hooks() {
         tracing::info!(program = hook.program, hook = %hook.attach_point, facts = hook.facts, "attached");
     }
@@ -145,7 +146,8 @@ async fn shutdown_signal() {
 
 /// `port-monitor check`: load, attach, report, take one snapshot, detach.
 async fn check(config: &Config) -> Result<()> {
-    let (kernel, _events) = Kernel::load().context("cannot start the kernel programs")?;
+    let (kernel, _events) =
+        Kernel::load(config.collectors()).context("cannot start the kernel programs")?;
     println!("kernel programs attached:");
     for hook in kernel.hooks() {
         println!(

@@ -91,7 +91,7 @@ pub const BIND_ERRORS: Spec = counter(
 );
 pub const PORT_EXHAUSTION: Spec = counter(
     "port_monitor_port_exhaustion_total",
-    "Calls that failed because no local port was free: connect() with EADDRNOTAVAIL, bind(port 0) with EADDRINUSE.",
+    "Calls that failed because no local port was free: TCP connect() with EADDRNOTAVAIL, bind(port 0) with EADDRINUSE, UDP autobind with EAGAIN.",
     &["netns", "protocol", "operation"],
 );
 pub const TCP_TRANSITIONS: Spec = counter(
@@ -258,7 +258,10 @@ fn namespace_gauges(model: &Model) -> [Family<'static>; 7] {
             ports.add(&[&netns, protocol.label(), range.label()], f64::from(count));
         }
         for (protocol, state, count) in gauges.sockets() {
-            sockets.add(&[&netns, protocol.label(), state.label()], count as f64);
+            sockets.add(
+                &[&netns, protocol.label(), state.label_for(protocol)],
+                count as f64,
+            );
         }
         if let Some(range) = gauges.ephemeral {
             range_min.add(&[&netns], f64::from(range.min));
@@ -280,7 +283,9 @@ fn failure_counters(model: &Model) -> [Family<'static>; 3] {
     let mut exhausted: BTreeMap<(NetnsId, Protocol, Operation), u64> = model
         .known_namespaces()
         .into_iter()
-        .flat_map(|netns| OPERATIONS.map(|operation| ((netns, Protocol::Tcp, operation), 0)))
+        .flat_map(|netns| {
+            EXHAUSTION_SERIES.map(|(protocol, operation)| ((netns, protocol, operation), 0))
+        })
         .collect();
     // The kernel keeps "was the port automatic" apart; the error families do not show it,
     // so those counts are summed here.
@@ -303,6 +308,8 @@ fn failure_counters(model: &Model) -> [Family<'static>; 3] {
         match operation {
             Operation::Connect => connect.add(&labels, count as f64),
             Operation::Bind => bind.add(&labels, count as f64),
+            // Always exhaustion, counted below; which call it was is not kept.
+            Operation::Autobind => {}
         }
     }
     let mut exhaustion = Family::new(&PORT_EXHAUSTION);
@@ -356,13 +363,22 @@ fn self_metrics<'a>(model: &Model, fixed: &'a Static) -> Vec<Family<'a>> {
     ]
 }
 
-const OPERATIONS: [Operation; 2] = [Operation::Connect, Operation::Bind];
+const OPERATIONS: [Operation; 3] = [Operation::Connect, Operation::Bind, Operation::Autobind];
+
+/// The ways each protocol runs out of ports: their exhaustion series always exist.
+const EXHAUSTION_SERIES: [(Protocol, Operation); 4] = [
+    (Protocol::Tcp, Operation::Connect),
+    (Protocol::Tcp, Operation::Bind),
+    (Protocol::Udp, Operation::Bind),
+    (Protocol::Udp, Operation::Autobind),
+];
 
 /// The `kind` label value of `port_monitor_events_total`.
 const fn event_kind_label(operation: Operation) -> &'static str {
     match operation {
         Operation::Connect => "connect_failure",
         Operation::Bind => "bind_failure",
+        Operation::Autobind => "autobind_failure",
     }
 }
 
@@ -371,6 +387,7 @@ const fn operation_label(operation: Operation) -> &'static str {
     match operation {
         Operation::Connect => "connect",
         Operation::Bind => "bind",
+        Operation::Autobind => "autobind",
     }
 }
 

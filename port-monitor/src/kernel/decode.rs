@@ -122,7 +122,7 @@ fn decode_failure(fields: &Fields<'_>) -> Result<Failure, DecodeError> {
                 address(REMOTE_ADDR)?,
                 fields.u16(REMOTE_PORT),
             )),
-            Operation::Bind => None,
+            Operation::Bind | Operation::Autobind => None,
         },
     })
 }

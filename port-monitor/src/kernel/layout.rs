@@ -30,6 +30,12 @@ pub fn from_running_kernel() -> Result<KernelLayout, LayoutError> {
     resolve(&btf)
 }
 
+/// The `struct pt_regs` field holding a syscall's first argument.
+#[cfg(target_arch = "x86_64")]
+const FIRST_SYSCALL_ARGUMENT: &str = "di";
+#[cfg(target_arch = "aarch64")]
+const FIRST_SYSCALL_ARGUMENT: &str = "regs";
+
 fn resolve(btf: &Btf) -> Result<KernelLayout, LayoutError> {
     let sock = |path: &[&str]| offset(btf, "sock", path);
     Ok(KernelLayout {
@@ -47,6 +53,13 @@ fn resolve(btf: &Btf) -> Result<KernelLayout, LayoutError> {
         net_inum: offset(btf, "net", &["ns", "inum"])?,
         task_nsproxy: offset(btf, "task_struct", &["nsproxy"])?,
         nsproxy_net: offset(btf, "nsproxy", &["net_ns"])?,
+        sock_bound_port: sock(&["__sk_common", "skc_num"])?,
+        task_files: offset(btf, "task_struct", &["files"])?,
+        files_fdt: offset(btf, "files_struct", &["fdt"])?,
+        fdtable_fd: offset(btf, "fdtable", &["fd"])?,
+        file_private_data: offset(btf, "file", &["private_data"])?,
+        socket_sk: offset(btf, "socket", &["sk"])?,
+        regs_arg0: offset(btf, "pt_regs", &[FIRST_SYSCALL_ARGUMENT])?,
     })
 }
 

@@ -26,6 +26,29 @@ use crate::model::{KernelCounters, NetnsId};
 /// The compiled kernel programs, built by `build.rs`.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/port-monitor"));
 
+/// Optional groups of programs, each with its own cost (see BENCHMARKS.md). The TCP state
+/// program is always attached: everything else builds on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Collectors {
+    /// `bind()` errors: cgroup `bind4`/`bind6` and `sys_exit_bind`.
+    pub bind: bool,
+    /// UDP autobind exhaustion: `sys_exit_{connect,sendto,sendmsg,sendmmsg}`.
+    pub autobind: bool,
+}
+
+impl Collectors {
+    pub const ALL: Self = Self {
+        bind: true,
+        autobind: true,
+    };
+
+    /// Whether any syscall tracepoint is attached (they need tracefs, and once one is,
+    /// every syscall takes the traced path).
+    const fn need_syscall_tracepoints(self) -> bool {
+        self.bind || self.autobind
+    }
+}
+
 /// One attached program: where it sits and which facts it gives.
 #[derive(Clone, Debug)]
 pub struct Hook {
@@ -86,10 +109,12 @@ impl Kernel {
     ///
     /// # Errors
     /// When a requirement is missing or the kernel refuses a program; the message names it.
-    pub fn load() -> Result<(Self, RingBuf<MapData>), KernelError> {
+    pub fn load(collectors: Collectors) -> Result<(Self, RingBuf<MapData>), KernelError> {
         requirements::check_capabilities()?;
         let cgroup_root = requirements::cgroup2_root()?;
-        requirements::ensure_tracefs()?;
+        if collectors.need_syscall_tracepoints() {
+            requirements::ensure_tracefs()?;
+        }
         let layout = layout::from_running_kernel()?;
         let btf = aya::Btf::from_sys_fs()
             .map_err(|error| KernelError::Load(Box::new(aya::EbpfError::BtfError(error))))?;
@@ -100,7 +125,7 @@ impl Kernel {
             .map_err(|error| KernelError::Load(Box::new(error)))?;
         let logs = aya_log::EbpfLogger::init(&mut ebpf)
             .map_err(|error| KernelError::Logs(Box::new(error)))?;
-        let hooks = attach_all(&mut ebpf, &btf, &cgroup_root)?;
+        let hooks = attach_all(&mut ebpf, &btf, &cgroup_root, collectors)?;
         let events = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)
             .map_err(map_error(maps::EVENTS))?;
         let errors = PerCpuHashMap::try_from(take_map(&mut ebpf, maps::SOCKET_ERRORS)?)
@@ -209,9 +234,27 @@ fn attach_all(
     ebpf: &mut Ebpf,
     btf: &aya::Btf,
     cgroup_root: &Path,
+    collectors: Collectors,
 ) -> Result<Vec<Hook>, KernelError> {
-    let mut hooks = Vec::new();
+    let mut hooks = vec![attach_tcp_state(ebpf, btf)?];
+    if collectors.bind {
+        hooks.extend(attach_bind(ebpf, cgroup_root)?);
+    }
+    if collectors.autobind {
+        for (program, syscall) in [
+            ("connect_exit", "sys_exit_connect"),
+            ("sendto_exit", "sys_exit_sendto"),
+            ("sendmsg_exit", "sys_exit_sendmsg"),
+            ("sendmmsg_exit", "sys_exit_sendmmsg"),
+        ] {
+            let facts = "UDP autobind out of ports (EAGAIN on a UDP socket without a port)";
+            hooks.push(attach_syscall_exit(ebpf, program, syscall, facts)?);
+        }
+    }
+    Ok(hooks)
+}
 
+fn attach_tcp_state(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<Hook, KernelError> {
     let hook = Hook {
         program: "tcp_state_change",
         attach_point: "tp_btf/inet_sock_set_state".into(),
@@ -223,12 +266,15 @@ fn attach_all(
         .load("inet_sock_set_state", btf)
         .and_then(|()| program.attach().map(drop))
         .map_err(program_error(&hook))?;
-    hooks.push(hook);
+    Ok(hook)
+}
 
+fn attach_bind(ebpf: &mut Ebpf, cgroup_root: &Path) -> Result<Vec<Hook>, KernelError> {
     let cgroup = File::open(cgroup_root).map_err(|source| KernelError::Cgroup {
         path: cgroup_root.display().to_string(),
         source,
     })?;
+    let mut hooks = Vec::new();
     for (name, hook_name) in [("bind4_request", "bind4"), ("bind6_request", "bind6")] {
         let hook = Hook {
             program: name,
@@ -250,20 +296,33 @@ fn attach_all(
             .map_err(program_error(&hook))?;
         hooks.push(hook);
     }
+    let facts = "bind() errno (EADDRINUSE, EACCES, ...)";
+    hooks.push(attach_syscall_exit(
+        ebpf,
+        "bind_exit",
+        "sys_exit_bind",
+        facts,
+    )?);
+    Ok(hooks)
+}
 
+fn attach_syscall_exit(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    syscall: &str,
+    facts: &'static str,
+) -> Result<Hook, KernelError> {
     let hook = Hook {
-        program: "bind_exit",
-        attach_point: "tracepoint/syscalls/sys_exit_bind".into(),
-        facts: "bind() errno (EADDRINUSE, EACCES, ...)",
+        program,
+        attach_point: format!("tracepoint/syscalls/{syscall}"),
+        facts,
     };
     let program: &mut TracePoint = program_mut(ebpf, hook.program)?;
     program
         .load()
-        .and_then(|()| program.attach("syscalls", "sys_exit_bind").map(drop))
+        .and_then(|()| program.attach("syscalls", syscall).map(drop))
         .map_err(program_error(&hook))?;
-    hooks.push(hook);
-
-    Ok(hooks)
+    Ok(hook)
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, KernelError>

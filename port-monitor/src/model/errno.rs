@@ -5,6 +5,9 @@ pub const EADDRNOTAVAIL: u16 = 99;
 /// `bind()` found the port taken, or no free port for port 0 (`inet_csk_get_port`).
 pub const EADDRINUSE: u16 = 98;
 
+/// A UDP socket got no port on its first `connect()` or send (`inet_autobind`).
+pub const EAGAIN: u16 = 11;
+
 /// The symbolic name of a positive errno (`99` -> `"EADDRNOTAVAIL"`); `"E<number>"` for one
 /// libc does not name. The label stays bounded: the kernel's errno values are below 4096.
 #[must_use]

@@ -34,6 +34,7 @@ pub enum Protocol {
 
 impl Protocol {
     pub const COUNT: usize = 2;
+    pub const ALL: [Self; Self::COUNT] = [Self::Tcp, Self::Udp];
 
     /// The protocol with this IP protocol number, if port-monitor follows it.
     #[must_use]
@@ -93,20 +94,21 @@ impl NamespaceGauges {
     fn from_snapshot(snapshot: &NamespaceSnapshot) -> Self {
         let mut sockets = BTreeMap::new();
         let mut ports_in_use = BTreeMap::new();
-        // Only TCP is tallied so far; its series exist at 0 from the first snapshot on.
-        let protocol = Protocol::Tcp;
-        for state in TcpState::LISTED {
-            sockets.insert((protocol, state), snapshot.sockets.sockets(protocol, state));
-        }
-        let used = snapshot.sockets.ports(protocol);
-        for range in PortRange::ALL {
-            let count = match (range.iana(), &snapshot.ports) {
-                (Some(ports), _) => Some(used.count_in(ports)),
-                (None, Some(config)) => Some(config.count_in_use(used, range)),
-                (None, None) => None,
-            };
-            if let Some(count) = count {
-                ports_in_use.insert((protocol, range), count);
+        // Every listed state has its series, at 0 when no socket is in it.
+        for protocol in Protocol::ALL {
+            for &state in TcpState::listed(protocol) {
+                sockets.insert((protocol, state), snapshot.sockets.sockets(protocol, state));
+            }
+            let used = snapshot.sockets.ports(protocol);
+            for range in PortRange::ALL {
+                let count = match (range.iana(), &snapshot.ports) {
+                    (Some(ports), _) => Some(used.count_in(ports)),
+                    (None, Some(config)) => Some(config.count_in_use(used, range)),
+                    (None, None) => None,
+                };
+                if let Some(count) = count {
+                    ports_in_use.insert((protocol, range), count);
+                }
             }
         }
         Self {
@@ -155,6 +157,7 @@ impl FailureKind {
             && match self.operation {
                 Operation::Connect => self.errno == errno::EADDRNOTAVAIL,
                 Operation::Bind => self.errno == errno::EADDRINUSE,
+                Operation::Autobind => self.errno == errno::EAGAIN,
             }
     }
 
@@ -407,12 +410,17 @@ mod tests {
             0.01,
         );
         let (_, gauges) = model.namespaces().next().expect("one namespace");
-        let sockets: BTreeMap<_, _> = gauges.sockets().map(|(_, state, n)| (state, n)).collect();
+        let sockets: BTreeMap<_, _> = gauges
+            .sockets()
+            .filter(|(protocol, _, _)| *protocol == Protocol::Tcp)
+            .map(|(_, state, n)| (state, n))
+            .collect();
         assert_eq!(sockets[&TcpState::Established], 2);
         assert_eq!(sockets[&TcpState::TimeWait], 2);
         assert_eq!(sockets[&TcpState::SynSent], 0, "known states exist at 0");
         let ports: BTreeMap<_, _> = gauges
             .ports_in_use()
+            .filter(|(protocol, _, _)| *protocol == Protocol::Tcp)
             .map(|(_, range, n)| (range, n))
             .collect();
         // 40000 is reserved: held, but not one the kernel could have handed out.

@@ -61,6 +61,28 @@ impl TcpState {
         })
     }
 
+    /// States a UDP socket is listed in: connected, or not (`ss` shows `UNCONN`).
+    pub const UDP_LISTED: [Self; 2] = [Self::Established, Self::Close];
+
+    /// The states a socket table lists for `protocol`, in the order the metrics show them.
+    #[must_use]
+    pub const fn listed(protocol: Protocol) -> &'static [Self] {
+        match protocol {
+            Protocol::Tcp => &Self::LISTED,
+            Protocol::Udp => &Self::UDP_LISTED,
+        }
+    }
+
+    /// The `state` label value of a `protocol` socket in this state. UDP borrows TCP's
+    /// numbers: `established` when connected, `close` when not, shown as `unconnected`.
+    #[must_use]
+    pub const fn label_for(self, protocol: Protocol) -> &'static str {
+        match (protocol, self) {
+            (Protocol::Udp, Self::Close) => "unconnected",
+            _ => self.label(),
+        }
+    }
+
     /// The `state` label value: the `ss` name in lower case with underscores.
     #[must_use]
     pub const fn label(self) -> &'static str {

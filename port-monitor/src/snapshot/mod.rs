@@ -81,7 +81,7 @@ fn snapshot_namespace(netns: &Netns) -> Result<NamespaceSnapshot, SnapshotError>
         })
         .ok();
     let mut sockets = SocketTally::default();
-    sock_diag::dump_tcp(&socket, &mut sockets)?;
+    sock_diag::dump_all(&socket, &mut sockets)?;
     Ok(NamespaceSnapshot {
         netns: id,
         name: netns.name.clone(),

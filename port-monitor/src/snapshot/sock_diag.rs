@@ -5,7 +5,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_sock_diag::{
     SockDiagMessage,
-    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP},
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
@@ -41,15 +41,31 @@ pub fn open() -> Result<Socket, DumpError> {
     Ok(socket)
 }
 
-/// Adds every TCP socket (IPv4 and IPv6, every state) of the socket's namespace to `tally`.
+/// The dumps that make up a namespace's socket table.
+const TABLES: [(u8, u8, Protocol, &str); 4] = [
+    (AF_INET, IPPROTO_TCP, Protocol::Tcp, "tcp4"),
+    (AF_INET6, IPPROTO_TCP, Protocol::Tcp, "tcp6"),
+    (AF_INET, IPPROTO_UDP, Protocol::Udp, "udp4"),
+    (AF_INET6, IPPROTO_UDP, Protocol::Udp, "udp6"),
+];
+
+/// Adds every TCP and UDP socket (IPv4 and IPv6, every state) of the socket's namespace to
+/// `tally`. A UDP socket is listed once it has a port (bound, connected or autobound).
 ///
 /// # Errors
-/// When the kernel refuses the dump or sends something undecodable.
-pub fn dump_tcp(socket: &Socket, tally: &mut SocketTally) -> Result<(), DumpError> {
-    for (family, what) in [(AF_INET, "tcp4"), (AF_INET6, "tcp6")] {
-        dump(socket, family, IPPROTO_TCP, what, |state, local_port| {
-            if let Some(state) = TcpState::from_kernel(state) {
-                tally.add(Protocol::Tcp, state, local_port);
+/// When the kernel refuses a dump or sends something undecodable.
+pub fn dump_all(socket: &Socket, tally: &mut SocketTally) -> Result<(), DumpError> {
+    for (family, ip_protocol, protocol, what) in TABLES {
+        dump(socket, family, ip_protocol, what, |state, local_port| {
+            let state = match (protocol, TcpState::from_kernel(state)) {
+                // A TCP socket in a table with state CLOSE is bound but neither listening nor
+                // connected: Linux >= 6.7 lists those from the bind hash, with their real
+                // state, CLOSE (checked on 6.18 with a raw sock_diag request).
+                (Protocol::Tcp, Some(TcpState::Close)) => Some(TcpState::BoundInactive),
+                (_, state) => state,
+            };
+            if let Some(state) = state {
+                tally.add(protocol, state, local_port);
             }
         })?;
     }

@@ -9,6 +9,7 @@
 mod bind_errors;
 mod exhaustion;
 mod exposition;
+mod ground_truth;
 mod lifecycle;
 mod support;
 mod tcp_gauges;

@@ -3,10 +3,12 @@
 pub mod exporter;
 pub mod metrics;
 pub mod netns;
+pub mod ss;
 
 pub use exporter::Exporter;
 pub use metrics::Metrics;
 pub use netns::TestNetns;
+pub use ss::SsTruth;
 
 /// Whether this test can run. Without root it prints why and skips, unless `CI=true`, where
 /// a skipped privileged test would make a green run meaningless: then it fails.

@@ -7,9 +7,12 @@
 //! runs). Without root they skip loudly; with `CI=true` they fail instead.
 
 mod bind_errors;
+mod check;
 mod exhaustion;
 mod exposition;
 mod ground_truth;
 mod lifecycle;
+mod namespaces;
 mod support;
 mod tcp_gauges;
+mod udp;

@@ -124,6 +124,11 @@ pub const SNAPSHOT_FAILURES: Spec = counter(
     "Namespaces whose socket tables or sysctls could not be read in a snapshot.",
     &[],
 );
+pub const SNAPSHOT_CORRECTIONS: Spec = counter(
+    "port_monitor_snapshot_corrections_total",
+    "Sockets the socket tables showed that the TCP state changes counted in between could not explain.",
+    &[],
+);
 pub const SNAPSHOT_DURATION: Spec = gauge(
     "port_monitor_snapshot_duration_seconds",
     "How long the latest snapshot of every namespace took.",
@@ -146,7 +151,7 @@ pub const BUILD_INFO: Spec = gauge(
 );
 
 /// Every family rendered from the model, in exposition order.
-pub const ALL: [&Spec; 20] = [
+pub const ALL: [&Spec; 21] = [
     &PORTS_IN_USE,
     &SOCKETS,
     &EPHEMERAL_RANGE_MIN,
@@ -163,6 +168,7 @@ pub const ALL: [&Spec; 20] = [
     &KERNEL_MAP_FULL,
     &SNAPSHOTS,
     &SNAPSHOT_FAILURES,
+    &SNAPSHOT_CORRECTIONS,
     &SNAPSHOT_DURATION,
     &NAMESPACES,
     &PROGRAM_INFO,
@@ -356,6 +362,7 @@ fn self_metrics<'a>(model: &Model, fixed: &'a Static) -> Vec<Family<'a>> {
         map_full,
         single(&SNAPSHOTS, stats.snapshots as f64),
         single(&SNAPSHOT_FAILURES, stats.snapshot_failures as f64),
+        single(&SNAPSHOT_CORRECTIONS, stats.snapshot_corrections as f64),
         single(&SNAPSHOT_DURATION, stats.last_snapshot_seconds),
         single(&NAMESPACES, model.namespaces().count() as f64),
         programs,
@@ -471,7 +478,7 @@ mod tests {
         }
         model.apply_kernel_counters(&KernelCounters {
             errors: errors.to_vec(),
-            transitions: vec![(2, 1, 5)],
+            transitions: [((TcpState::SynSent, TcpState::Established), 5)].into(),
             events_lost: 2,
             error_keys_dropped: 0,
         });

@@ -9,7 +9,7 @@ pub mod layout;
 pub mod reader;
 pub mod requirements;
 
-use std::{fs::File, os::fd::AsFd as _, path::Path};
+use std::{fs::File, os::fd::AsFd as _, path::Path, sync::Arc};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -21,7 +21,7 @@ use port_monitor_common::{
     maps::{self, Counter, ErrorKey, TCP_STATE_SLOTS},
 };
 
-use crate::model::{KernelCounters, NetnsId};
+use crate::model::{KernelCounters, NetnsId, TcpState, consistency::Transitions};
 
 /// The compiled kernel programs, built by `build.rs`.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/port-monitor"));
@@ -46,6 +46,35 @@ impl Collectors {
     /// every syscall takes the traced path).
     const fn need_syscall_tracepoints(self) -> bool {
         self.bind || self.autobind
+    }
+}
+
+/// A handle on the node-wide TCP transition counts, shared with the snapshot thread, which
+/// reads them around each snapshot (see `model::consistency`).
+#[derive(Clone)]
+pub struct TransitionReader(Arc<PerCpuArray<MapData, u64>>);
+
+impl TransitionReader {
+    /// The cumulative count of every transition seen so far, summed over CPUs.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn read(&self) -> Result<Transitions, KernelError> {
+        let mut transitions = Transitions::new();
+        for (index, per_cpu) in (0..).zip(self.0.iter()) {
+            let count: u64 = per_cpu
+                .map_err(map_error(maps::TCP_TRANSITIONS))?
+                .iter()
+                .sum();
+            let (old, new) = (index / TCP_STATE_SLOTS, index % TCP_STATE_SLOTS);
+            let state = |value: u32| u8::try_from(value).ok().and_then(TcpState::from_kernel);
+            if count > 0
+                && let (Some(old), Some(new)) = (state(old), state(new))
+            {
+                transitions.insert((old, new), count);
+            }
+        }
+        Ok(transitions)
     }
 }
 
@@ -99,7 +128,7 @@ pub struct Kernel {
     logs: aya_log::EbpfLogger<&'static dyn log::Log>,
     hooks: Vec<Hook>,
     errors: PerCpuHashMap<MapData, ErrorKey, u64>,
-    transitions: PerCpuArray<MapData, u64>,
+    transitions: TransitionReader,
     counters: PerCpuArray<MapData, u64>,
 }
 
@@ -130,8 +159,10 @@ impl Kernel {
             .map_err(map_error(maps::EVENTS))?;
         let errors = PerCpuHashMap::try_from(take_map(&mut ebpf, maps::SOCKET_ERRORS)?)
             .map_err(map_error(maps::SOCKET_ERRORS))?;
-        let transitions = PerCpuArray::try_from(take_map(&mut ebpf, maps::TCP_TRANSITIONS)?)
-            .map_err(map_error(maps::TCP_TRANSITIONS))?;
+        let transitions = TransitionReader(Arc::new(
+            PerCpuArray::try_from(take_map(&mut ebpf, maps::TCP_TRANSITIONS)?)
+                .map_err(map_error(maps::TCP_TRANSITIONS))?,
+        ));
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, maps::COUNTERS)?)
             .map_err(map_error(maps::COUNTERS))?;
         Ok((
@@ -152,6 +183,12 @@ impl Kernel {
         self.logs.flush();
     }
 
+    /// A handle on the TCP transition counts for another thread.
+    #[must_use]
+    pub fn transitions(&self) -> TransitionReader {
+        self.transitions.clone()
+    }
+
     /// Where each program is attached and what it gives.
     #[must_use]
     pub fn hooks(&self) -> &[Hook] {
@@ -168,21 +205,7 @@ impl Kernel {
             let (key, per_cpu) = entry.map_err(map_error(maps::SOCKET_ERRORS))?;
             errors.push((key, per_cpu.iter().sum()));
         }
-        let mut transitions = Vec::new();
-        for (index, per_cpu) in (0..).zip(self.transitions.iter()) {
-            let count: u64 = per_cpu
-                .map_err(map_error(maps::TCP_TRANSITIONS))?
-                .iter()
-                .sum();
-            if count > 0 {
-                #[expect(clippy::cast_possible_truncation, reason = "index < 256")]
-                transitions.push((
-                    (index / TCP_STATE_SLOTS) as u8,
-                    (index % TCP_STATE_SLOTS) as u8,
-                    count,
-                ));
-            }
-        }
+        let transitions = self.transitions.read()?;
         let counter = |slot: Counter| -> Result<u64, KernelError> {
             Ok(self
                 .counters

@@ -9,6 +9,7 @@
 //!
 //! Nothing here does I/O; the exporter renders this state at scrape time.
 
+pub mod consistency;
 pub mod errno;
 pub mod ports;
 pub mod sockets;
@@ -176,8 +177,8 @@ impl FailureKind {
 pub struct KernelCounters {
     /// Failed calls by key, summed over CPUs.
     pub errors: Vec<(ErrorKey, u64)>,
-    /// TCP state transitions `(old, new, count)`, node-wide.
-    pub transitions: Vec<(u8, u8, u64)>,
+    /// TCP state transitions, node-wide.
+    pub transitions: consistency::Transitions,
     /// Records dropped because the ring buffer was full.
     pub events_lost: u64,
     /// Failed calls not counted because the error map was full.
@@ -218,6 +219,9 @@ pub struct SelfStats {
     pub last_snapshot_seconds: f64,
     /// Namespaces that could not be read, summed over snapshots.
     pub snapshot_failures: u64,
+    /// Sockets the counted TCP transitions could not explain, summed over snapshots
+    /// (see [`consistency`]).
+    pub snapshot_corrections: u64,
 }
 
 /// Everything the exporter shows.
@@ -225,13 +229,14 @@ pub struct SelfStats {
 pub struct Model {
     namespaces: BTreeMap<NetnsId, NamespaceGauges>,
     failures: BTreeMap<NetnsId, BTreeMap<FailureKind, u64>>,
-    transitions: BTreeMap<(TcpState, TcpState), u64>,
+    transitions: consistency::Transitions,
     stats: SelfStats,
     /// Namespaces with counters but not found by the latest discovery: retired if the next
     /// one does not find them either.
     unseen: BTreeSet<NetnsId>,
     /// Namespaces that are gone, whose kernel map entries are still to be deleted.
     retired: BTreeSet<NetnsId>,
+    consistency: consistency::Consistency,
 }
 
 impl Model {
@@ -278,6 +283,26 @@ impl Model {
         self.stats.snapshot_failures += failed.len() as u64;
     }
 
+    /// Checks the latest snapshot against the TCP transitions counted just before and just
+    /// after its tables were read, and counts what they could not explain.
+    pub fn check_transitions(
+        &mut self,
+        before: &consistency::Transitions,
+        after: consistency::Transitions,
+    ) {
+        let mut totals = consistency::Totals::new();
+        for gauges in self.namespaces.values() {
+            for (protocol, state, count) in gauges.sockets() {
+                if protocol == Protocol::Tcp {
+                    *totals.entry(state).or_default() += count;
+                }
+            }
+        }
+        if let Some(corrections) = self.consistency.check(before, totals, after) {
+            self.stats.snapshot_corrections += corrections;
+        }
+    }
+
     /// Replaces the counters with the kernel's current values.
     pub fn apply_kernel_counters(&mut self, counters: &KernelCounters) {
         let mut failures: BTreeMap<NetnsId, BTreeMap<FailureKind, u64>> = BTreeMap::new();
@@ -294,16 +319,7 @@ impl Model {
             }
         }
         self.failures = failures;
-        self.transitions = counters
-            .transitions
-            .iter()
-            .filter_map(|&(old, new, count)| {
-                Some((
-                    (TcpState::from_kernel(old)?, TcpState::from_kernel(new)?),
-                    count,
-                ))
-            })
-            .collect();
+        self.transitions.clone_from(&counters.transitions);
         self.stats.events_lost = counters.events_lost;
         self.stats.error_keys_dropped = counters.error_keys_dropped;
     }

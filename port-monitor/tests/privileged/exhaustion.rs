@@ -52,7 +52,7 @@ fn privileged_connect_exhaustion_is_counted_exactly() {
         m.value("port_monitor_port_exhaustion_total", &exhaustion) == expected
             && m.value(
                 "port_monitor_ports_in_use",
-                &[("netns", &id), ("range", "ephemeral")],
+                &[("netns", &id), ("protocol", "tcp"), ("range", "ephemeral")],
             ) == 10.0
     });
     assert_eq!(
@@ -87,7 +87,7 @@ fn privileged_connect_exhaustion_is_counted_exactly() {
     assert_eq!(
         metrics.value(
             "port_monitor_ports_in_use",
-            &[("netns", &id), ("range", "ephemeral")]
+            &[("netns", &id), ("protocol", "tcp"), ("range", "ephemeral")]
         ),
         10.0
     );

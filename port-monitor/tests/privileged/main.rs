@@ -8,6 +8,7 @@
 
 mod bind_errors;
 mod check;
+mod churn;
 mod exhaustion;
 mod exposition;
 mod ground_truth;

@@ -72,6 +72,16 @@ pub struct Config {
     )]
     pub poll_interval: Duration,
 
+    /// Which hook watches TCP state changes: auto picks tp-btf when the kernel accepts it
+    /// and falls back to the classic tracepoint.
+    #[arg(
+        long = "kernel.tcp-state-hook",
+        env = "PORT_MONITOR_KERNEL_TCP_STATE_HOOK",
+        default_value = "auto",
+        value_enum
+    )]
+    pub tcp_state_hook: crate::kernel::TcpStateHook,
+
     /// Do not count failed binds (drops the cgroup bind hooks and the `sys_exit_bind`
     /// tracepoint).
     #[arg(long = "no-collector.bind", env = "PORT_MONITOR_NO_COLLECTOR_BIND")]
@@ -100,6 +110,7 @@ impl Config {
     #[must_use]
     pub const fn collectors(&self) -> crate::kernel::Collectors {
         crate::kernel::Collectors {
+            tcp_state_hook: self.tcp_state_hook,
             bind: !self.no_bind,
             autobind: !self.no_autobind,
         }

@@ -44,7 +44,10 @@ const WORKLOADS: [(&str, &str); 2] = [
 /// Something attached to the kernel while the workload runs.
 #[derive(Clone, Copy)]
 enum Monitor {
-    PortMonitor,
+    Full,
+    /// port-monitor without the UDP autobind collector, whose syscall-exit tracepoints every
+    /// `connect()` pays for: what that collector costs.
+    WithoutAutobind,
     /// A bpftrace one-liner counting the same tracepoint: the cheapest thing a user could
     /// write by hand, and a check that the measurement sees a hook's cost at all.
     Bpftrace,
@@ -53,7 +56,8 @@ enum Monitor {
 impl Monitor {
     const fn name(self) -> &'static str {
         match self {
-            Self::PortMonitor => "port-monitor",
+            Self::Full => "port-monitor",
+            Self::WithoutAutobind => "port-monitor --no-collector.autobind",
             Self::Bpftrace => "bpftrace (count inet_sock_set_state)",
         }
     }
@@ -76,7 +80,7 @@ pub fn run(options: &Options) -> Result<()> {
     );
     for (mode, description) in WORKLOADS {
         println!("workload {mode}: {description}");
-        for monitor in [Monitor::PortMonitor, Monitor::Bpftrace] {
+        for monitor in [Monitor::Full, Monitor::WithoutAutobind, Monitor::Bpftrace] {
             let (baselines, slowdowns) = measure(monitor, mode, options)?;
             let line = format!(
                 "| {mode} | {} | {:.0} | {:+.2}% | {:+.2}% | {:+.2}% |\n",
@@ -136,9 +140,13 @@ fn trial(mode: &str, seconds: f64) -> Result<f64> {
 
 fn start(monitor: Monitor) -> Result<Child> {
     match monitor {
-        Monitor::PortMonitor => {
+        Monitor::Full | Monitor::WithoutAutobind => {
             let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            let child = Command::new("target/release/port-monitor")
+            let mut command = Command::new("target/release/port-monitor");
+            if matches!(monitor, Monitor::WithoutAutobind) {
+                command.arg("--no-collector.autobind");
+            }
+            let child = command
                 .arg(format!("--web.listen-address=127.0.0.1:{port}"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

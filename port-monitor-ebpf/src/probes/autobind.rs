@@ -30,10 +30,6 @@ const EAGAIN: i64 = 11;
 macro_rules! sys_exit {
     ($name:ident, $syscall:literal) => {
         #[tracepoint(category = "syscalls", name = $syscall)]
-        #[expect(
-            clippy::needless_pass_by_value,
-            reason = "the signature the macro requires"
-        )]
         pub fn $name(ctx: TracePointContext) -> u32 {
             on_exit(&ctx);
             0

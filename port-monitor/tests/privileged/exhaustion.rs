@@ -14,10 +14,30 @@ fn privileged_connect_exhaustion_is_counted_exactly() {
     if !privileged("connect_exhaustion_is_counted_exactly") {
         return;
     }
+    connect_exhaustion_is_counted_exactly("tp-btf", "tp_btf/inet_sock_set_state");
+}
+
+/// The same, with the hook a kernel without `tp_btf` gets.
+#[test]
+fn privileged_connect_exhaustion_is_counted_exactly_with_the_classic_tracepoint() {
+    if !privileged("connect_exhaustion_is_counted_exactly_with_the_classic_tracepoint") {
+        return;
+    }
+    connect_exhaustion_is_counted_exactly("tracepoint", "tracepoint/sock/inet_sock_set_state");
+}
+
+fn connect_exhaustion_is_counted_exactly(hook: &str, attach_point: &str) {
     let netns = TestNetns::new("exhaust");
     let id = netns.label();
     netns.sysctl("net.ipv4.ip_local_port_range", "40000 40009");
-    let exporter = Exporter::start();
+    let exporter = Exporter::start_with(&[&format!("--kernel.tcp-state-hook={hook}")]);
+    assert!(
+        exporter
+            .scrape()
+            .text
+            .contains(&format!("hook=\"{attach_point}\"")),
+        "the chosen hook is reported"
+    );
 
     const EXTRA_ATTEMPTS: usize = 7;
     let (connected, failures, _keep) = netns.run(|| {

@@ -8,11 +8,15 @@ use std::{
 use crate::support::{Exporter, privileged};
 
 /// Names of the daemon's programs as `bpftool prog show` prints them.
-const PROGRAMS: [&str; 4] = [
+const PROGRAMS: [&str; 8] = [
     "tcp_state_change",
     "bind4_request",
     "bind6_request",
     "bind_exit",
+    "connect_exit",
+    "sendto_exit",
+    "sendmsg_exit",
+    "sendmmsg_exit",
 ];
 
 fn bpftool(object: &str) -> String {

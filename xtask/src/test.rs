@@ -35,6 +35,17 @@ pub fn run(options: &Options) -> Result<()> {
 fn lint() -> Result<()> {
     cmd::run(cmd::command("cargo").args(["fmt", "--all", "--", "--check"]))?;
     cmd::run(cmd::command("cargo").args(["clippy", "--all-targets", "--", "--deny", "warnings"]))?;
+    // `--all-targets` leaves out test targets with `test = false`: the privileged tests.
+    cmd::run(cmd::command("cargo").args([
+        "clippy",
+        "--package",
+        "port-monitor",
+        "--test",
+        "privileged",
+        "--",
+        "--deny",
+        "warnings",
+    ]))?;
     // The kernel programs, linted for the target they build for.
     cmd::run(cmd::command("rustup").args([
         "run",

@@ -39,12 +39,6 @@ pub struct Collectors {
 }
 
 impl Collectors {
-    pub const ALL: Self = Self {
-        tcp_state_hook: TcpStateHook::Auto,
-        bind: true,
-        autobind: true,
-    };
-
     /// Whether a classic tracepoint may be attached: those need tracefs. (And once a syscall
     /// tracepoint is attached, every syscall takes the traced path.)
     const fn need_tracefs(self) -> bool {

@@ -1,31 +1,13 @@
-//! bind() failures: a port already taken, and bind(0) with no port left to give.
+//! `bind()` failures: a port already taken, and `bind(0)` with no port left to give.
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     time::Duration,
 };
 
-use nix::{
-    errno::Errno,
-    sys::socket::{AddressFamily, SockFlag, SockType, SockaddrStorage, bind, socket},
-};
+use nix::errno::Errno;
 
-use crate::support::{Exporter, TestNetns, privileged};
-
-/// Binds a new TCP socket to `address` without SO_REUSEADDR; returns the socket or errno.
-fn tcp_bind(address: SocketAddr) -> Result<std::os::fd::OwnedFd, Errno> {
-    let family = if address.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    };
-    let socket = socket(family, SockType::Stream, SockFlag::empty(), None)?;
-    bind(
-        std::os::fd::AsRawFd::as_raw_fd(&socket),
-        &SockaddrStorage::from(address),
-    )?;
-    Ok(socket)
-}
+use crate::support::{Exporter, TestNetns, privileged, sockets::tcp_bind};
 
 #[test]
 fn privileged_bind_to_a_port_in_use_is_counted() {

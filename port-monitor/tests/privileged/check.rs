@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::privileged;
+use crate::support::{privileged, sockets::run_without};
 
 #[test]
 fn privileged_check_reports_every_hook_and_exits_zero() {
@@ -38,12 +38,7 @@ fn privileged_check_names_what_is_missing() {
     if !privileged("check_names_what_is_missing") {
         return;
     }
-    let output = Command::new("setpriv")
-        .args(["--bounding-set=-net_admin", "--"])
-        .arg(env!("CARGO_BIN_EXE_port-monitor"))
-        .arg("check")
-        .output()
-        .expect("run check");
+    let output = run_without("net_admin", &["check"]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("CAP_NET_ADMIN"), "{stderr}");

@@ -26,6 +26,9 @@ fn privileged_connect_exhaustion_is_counted_exactly_with_the_classic_tracepoint(
     connect_exhaustion_is_counted_exactly("tracepoint", "tracepoint/sock/inet_sock_set_state");
 }
 
+/// Attempts after the first EADDRNOTAVAIL, each expected to fail the same way.
+const EXTRA_ATTEMPTS: usize = 7;
+
 fn connect_exhaustion_is_counted_exactly(hook: &str, attach_point: &str) {
     let netns = TestNetns::new("exhaust");
     let id = netns.label();
@@ -39,7 +42,6 @@ fn connect_exhaustion_is_counted_exactly(hook: &str, attach_point: &str) {
         "the chosen hook is reported"
     );
 
-    const EXTRA_ATTEMPTS: usize = 7;
     let (connected, failures, _keep) = netns.run(|| {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 9000)).expect("bind");
         let mut held = Vec::new();

@@ -1,32 +1,13 @@
 //! Every `port_monitor_sockets` and `port_monitor_ports_in_use` value equals what `ss -tanu`
-//! reports in the namespace: TCP and UDP, IPv4 and IPv6, listening, established, TIME_WAIT
+//! reports in the namespace: TCP and UDP, IPv4 and IPv6, listening, established, `TIME_WAIT`
 //! and bound-but-idle sockets, some of them older than the exporter.
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    os::fd::OwnedFd,
     time::Duration,
 };
 
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrStorage, bind, socket};
-
-use crate::support::{Exporter, Metrics, SsTruth, TestNetns, privileged};
-
-/// A TCP socket bound to `address` that neither listens nor connects.
-fn bound_idle_tcp(address: SocketAddr) -> OwnedFd {
-    let family = if address.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    };
-    let socket = socket(family, SockType::Stream, SockFlag::empty(), None).expect("socket");
-    bind(
-        std::os::fd::AsRawFd::as_raw_fd(&socket),
-        &SockaddrStorage::from(address),
-    )
-    .expect("bind");
-    socket
-}
+use crate::support::{Exporter, Metrics, SsTruth, TestNetns, privileged, sockets::tcp_bind};
 
 /// Waits until the exporter has taken `count` more snapshots than now.
 pub fn wait_snapshots(exporter: &Exporter, count: f64) -> Metrics {
@@ -89,8 +70,14 @@ pub fn assert_equals_ss(metrics: &Metrics, netns: &TestNetns, bound_idle_tcp: &[
         "{what}: bound-idle TCP sockets"
     );
 
-    let low = metrics.value("port_monitor_ephemeral_range_min", &[("netns", &id)]) as u16;
-    let high = metrics.value("port_monitor_ephemeral_range_max", &[("netns", &id)]) as u16;
+    let port = |name| {
+        let value = metrics.value(name, &[("netns", &id)]);
+        format!("{value}").parse::<u16>().expect("a port number")
+    };
+    let (low, high) = (
+        port("port_monitor_ephemeral_range_min"),
+        port("port_monitor_ephemeral_range_max"),
+    );
     let ranges = [
         ("well_known", 1, 1023),
         ("registered", 1024, 49151),
@@ -147,7 +134,7 @@ fn privileged_gauges_equal_ss_for_every_kind_of_socket() {
         udp_connected
             .connect((Ipv6Addr::LOCALHOST, 5353))
             .expect("udp6 connect");
-        let idle = bound_idle_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 7777)));
+        let idle = tcp_bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 7777))).expect("bind");
         (v4, v6, streams, udp_unconnected, udp_connected, idle)
     });
     let exporter = Exporter::start();
@@ -167,7 +154,7 @@ fn privileged_gauges_equal_ss_for_every_kind_of_socket() {
         autobound
             .send_to(b"x", (Ipv4Addr::LOCALHOST, 5353))
             .expect("send");
-        let idle = bound_idle_tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, 7778)));
+        let idle = tcp_bind(SocketAddr::from((Ipv6Addr::LOCALHOST, 7778))).expect("bind");
         (listener, autobound, idle)
     });
 

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::support::{Exporter, privileged};
+use crate::support::{Exporter, privileged, sockets::run_without};
 
 /// Names of the daemon's programs as `bpftool prog show` prints them.
 const PROGRAMS: [&str; 8] = [
@@ -28,7 +28,7 @@ fn bpftool(object: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Ids of the daemon's loaded programs ("219: tracing  name tcp_state_change  tag ...").
+/// Ids of the daemon's loaded programs (`219: tracing  name tcp_state_change  tag ...`).
 fn our_program_ids() -> Vec<String> {
     bpftool("prog")
         .lines()
@@ -41,7 +41,7 @@ fn our_program_ids() -> Vec<String> {
         .collect()
 }
 
-/// Links (attachments) that run one of `programs` ("105: raw_tracepoint  prog 219").
+/// Links (attachments) that run one of `programs` (`105: raw_tracepoint  prog 219`).
 fn links_to(programs: &[String]) -> Vec<String> {
     bpftool("link")
         .lines()
@@ -55,7 +55,7 @@ fn links_to(programs: &[String]) -> Vec<String> {
 }
 
 /// Waits up to `timeout` for `done`. The kernel frees a detached program after an RCU grace
-/// period, not at close(), and a loaded machine can take seconds to get there.
+/// period, not at `close()`, and a loaded machine can take seconds to get there.
 fn eventually(timeout: Duration, done: impl Fn() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
@@ -147,13 +147,7 @@ fn privileged_missing_capabilities_are_named() {
     if !privileged("missing_capabilities_are_named") {
         return;
     }
-    // Root, but with CAP_BPF and CAP_PERFMON taken out of the bounding set (util-linux setpriv).
-    let output = Command::new("setpriv")
-        .args(["--bounding-set=-bpf,-perfmon", "--"])
-        .arg(env!("CARGO_BIN_EXE_port-monitor"))
-        .arg("--web.listen-address=127.0.0.1:0")
-        .output()
-        .expect("run setpriv");
+    let output = run_without("bpf,perfmon", &["--web.listen-address=127.0.0.1:0"]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     for expected in ["CAP_BPF", "CAP_PERFMON", "securityContext.capabilities.add"] {

@@ -2,11 +2,14 @@
 
 use std::collections::BTreeMap;
 
+/// One series: its labels, sorted, and its value.
+type Sample = (Vec<(String, String)>, f64);
+
 /// Series of one scrape: name -> (sorted labels, value).
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub text: String,
-    series: BTreeMap<String, Vec<(Vec<(String, String)>, f64)>>,
+    series: BTreeMap<String, Vec<Sample>>,
 }
 
 impl Metrics {

@@ -69,7 +69,7 @@ fn state_label(netid: &str, state: &str) -> String {
         (_, "ESTAB") => "established".into(),
         (_, other) => other
             .to_lowercase()
-            .replace("-", "_")
+            .replace('-', "_")
             .replace("wait_1", "wait1")
             .replace("wait_2", "wait2"),
     }

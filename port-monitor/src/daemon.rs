@@ -84,6 +84,7 @@ async fn serve(config: Config) -> Result<()> {
         config.procfs.clone(),
         config.snapshot_interval,
         Arc::clone(&model),
+        kernel.transitions(),
         snapshots_stopped,
         move || ready.ready.store(true, Ordering::Release),
     )

@@ -284,12 +284,13 @@ impl Model {
     }
 
     /// Checks the latest snapshot against the TCP transitions counted just before and just
-    /// after its tables were read, and counts what they could not explain.
+    /// after its tables were read, and counts what they could not explain. Returns that
+    /// number, or `None` for the first check.
     pub fn check_transitions(
         &mut self,
         before: &consistency::Transitions,
         after: consistency::Transitions,
-    ) {
+    ) -> Option<u64> {
         let mut totals = consistency::Totals::new();
         for gauges in self.namespaces.values() {
             for (protocol, state, count) in gauges.sockets() {
@@ -298,9 +299,9 @@ impl Model {
                 }
             }
         }
-        if let Some(corrections) = self.consistency.check(before, totals, after) {
-            self.stats.snapshot_corrections += corrections;
-        }
+        let corrections = self.consistency.check(before, totals, after);
+        self.stats.snapshot_corrections += corrections.unwrap_or(0);
+        corrections
     }
 
     /// Replaces the counters with the kernel's current values.

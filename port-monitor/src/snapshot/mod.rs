@@ -8,13 +8,14 @@ mod sock_diag;
 
 use std::{
     path::PathBuf,
-    sync::{Arc, RwLock, mpsc},
+    sync::{Arc, PoisonError, RwLock, mpsc},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use crate::{
-    model::{Model, NamespaceSnapshot, NetnsId, SocketTally},
+    kernel::TransitionReader,
+    model::{Model, NamespaceSnapshot, NetnsId, SocketTally, consistency::Transitions},
     netns::{self, Netns, NetnsError},
 };
 
@@ -91,7 +92,9 @@ fn snapshot_namespace(netns: &Netns) -> Result<NamespaceSnapshot, SnapshotError>
 }
 
 /// Snapshots the node every `interval` on a dedicated thread, into `model`, until `stop`
-/// receives or is dropped. `on_first` runs after the first snapshot is in the model.
+/// receives or is dropped. `on_first` runs after the first snapshot is in the model. The
+/// TCP transitions are read just before and just after each snapshot, for the model's
+/// consistency check.
 ///
 /// # Errors
 /// When the thread cannot be started.
@@ -99,6 +102,7 @@ pub fn spawn(
     proc: PathBuf,
     interval: Duration,
     model: Arc<RwLock<Model>>,
+    transitions: TransitionReader,
     stop: mpsc::Receiver<()>,
     on_first: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -107,14 +111,21 @@ pub fn spawn(
         .spawn(move || {
             let mut on_first = Some(on_first);
             loop {
+                let before = read_transitions(&transitions);
                 let snapshot = snapshot_node(&proc);
-                if let Ok(mut model) = model.write() {
-                    model.apply_snapshot(
-                        &snapshot.namespaces,
-                        &snapshot.failed,
-                        snapshot.duration.as_secs_f64(),
-                    );
+                let after = read_transitions(&transitions);
+                let mut model = model.write().unwrap_or_else(PoisonError::into_inner);
+                model.apply_snapshot(
+                    &snapshot.namespaces,
+                    &snapshot.failed,
+                    snapshot.duration.as_secs_f64(),
+                );
+                if let (Some(before), Some(after)) = (before, after)
+                    && let Some(corrections) = model.check_transitions(&before, after)
+                {
+                    tracing::debug!(corrections, "socket tables checked against TCP transitions");
                 }
+                drop(model);
                 if let Some(on_first) = on_first.take() {
                     on_first();
                 }
@@ -124,4 +135,11 @@ pub fn spawn(
                 }
             }
         })
+}
+
+fn read_transitions(reader: &TransitionReader) -> Option<Transitions> {
+    reader
+        .read()
+        .inspect_err(|error| tracing::warn!(%error, "reading TCP transitions failed"))
+        .ok()
 }

@@ -93,3 +93,33 @@ fn privileged_gauges_equal_ss_after_a_connection_storm() {
         duration * 1000.0,
     );
 }
+
+/// The check is live: a listener in a namespace that discovery cannot see (entered by one
+/// thread only, never by a process) is a state change the socket tables do not show.
+#[test]
+fn privileged_sockets_the_tables_do_not_show_are_corrections() {
+    if !privileged("sockets_the_tables_do_not_show_are_corrections") {
+        return;
+    }
+    let exporter = Exporter::start();
+    wait_snapshots(&exporter, 2.0);
+    let before = exporter
+        .scrape()
+        .value("port_monitor_snapshot_corrections_total", &[]);
+    let (done, wait_done) = std::sync::mpsc::channel::<()>();
+    let hidden = std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+        let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("listen");
+        let _ = wait_done.recv();
+        drop(listener);
+    });
+    let metrics = exporter.wait_until(Duration::from_secs(10), |m| {
+        m.value("port_monitor_snapshot_corrections_total", &[]) > before
+    });
+    let _ = done.send(());
+    hidden.join().expect("hidden namespace thread");
+    assert!(
+        metrics.value("port_monitor_snapshot_corrections_total", &[]) > before,
+        "a listener the tables cannot see was reported"
+    );
+}

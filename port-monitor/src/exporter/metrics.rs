@@ -54,6 +54,21 @@ pub const SOCKETS: Spec = gauge(
     "Sockets by state, as the kernel's socket tables list them.",
     &["netns", "protocol", "state"],
 );
+pub const DESTINATION_PORTS_IN_USE: Spec = gauge(
+    "port_monitor_destination_ports_in_use",
+    "Ephemeral ports held by TCP sockets toward one destination, TIME_WAIT included, for the namespace's busiest destinations.",
+    &["netns", "protocol", "src_addr", "dst_addr", "dst_port"],
+);
+pub const DESTINATION_UTILIZATION: Spec = gauge(
+    "port_monitor_destination_utilization_ratio",
+    "Share of the namespace's ephemeral ports a connect() toward this destination can no longer use: its own plus those held by bind().",
+    &["netns", "protocol", "src_addr", "dst_addr", "dst_port"],
+);
+pub const UTILIZATION_MAX: Spec = gauge(
+    "port_monitor_ephemeral_utilization_max_ratio",
+    "The highest utilization ratio in the namespace, over every TCP destination or UDP local address.",
+    &["netns", "protocol"],
+);
 pub const EPHEMERAL_RANGE_MIN: Spec = gauge(
     "port_monitor_ephemeral_range_min",
     "Lowest port of the namespace's ip_local_port_range.",
@@ -151,9 +166,12 @@ pub const BUILD_INFO: Spec = gauge(
 );
 
 /// Every family rendered from the model, in exposition order.
-pub const ALL: [&Spec; 21] = [
+pub const ALL: [&Spec; 24] = [
     &PORTS_IN_USE,
     &SOCKETS,
+    &DESTINATION_PORTS_IN_USE,
+    &DESTINATION_UTILIZATION,
+    &UTILIZATION_MAX,
     &EPHEMERAL_RANGE_MIN,
     &EPHEMERAL_RANGE_MAX,
     &EPHEMERAL_PORTS_RESERVED,
@@ -250,9 +268,12 @@ pub fn render(model: &Model, fixed: &Static) -> Vec<MetricFamily> {
 }
 
 #[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
-fn namespace_gauges(model: &Model) -> [Family<'static>; 7] {
+fn namespace_gauges(model: &Model) -> [Family<'static>; 10] {
     let mut ports = Family::new(&PORTS_IN_USE);
     let mut sockets = Family::new(&SOCKETS);
+    let mut destination_ports = Family::new(&DESTINATION_PORTS_IN_USE);
+    let mut destination_ratio = Family::new(&DESTINATION_UTILIZATION);
+    let mut max_ratio = Family::new(&UTILIZATION_MAX);
     let mut range_min = Family::new(&EPHEMERAL_RANGE_MIN);
     let mut range_max = Family::new(&EPHEMERAL_RANGE_MAX);
     let mut reserved = Family::new(&EPHEMERAL_PORTS_RESERVED);
@@ -276,9 +297,32 @@ fn namespace_gauges(model: &Model) -> [Family<'static>; 7] {
             capacity.add(&[&netns], f64::from(range.capacity));
         }
         info.add(&[&netns, gauges.name.as_deref().unwrap_or("")], 1.0);
+        for use_ in &gauges.headroom.top {
+            let destination = &use_.destination;
+            let (source, address, port) = (
+                destination.source.to_string(),
+                destination.address.to_string(),
+                destination.port.to_string(),
+            );
+            let labels = [netns.as_str(), "tcp", &source, &address, &port];
+            destination_ports.add(&labels, f64::from(use_.ports));
+            destination_ratio.add(&labels, use_.ratio);
+        }
+        for (protocol, ratio) in &gauges.headroom.max_ratio {
+            max_ratio.add(&[&netns, protocol.label()], *ratio);
+        }
     }
     [
-        ports, sockets, range_min, range_max, reserved, capacity, info,
+        ports,
+        sockets,
+        destination_ports,
+        destination_ratio,
+        max_ratio,
+        range_min,
+        range_max,
+        reserved,
+        capacity,
+        info,
     ]
 }
 
@@ -459,7 +503,7 @@ mod tests {
     fn exposition(records: &[Vec<u8>], errors: &[(ErrorKey, u64)]) -> String {
         let mut model = Model::default();
         let mut sockets = SocketTally::default();
-        sockets.add(Protocol::Tcp, TcpState::Established, 40001);
+        sockets.add(&crate::model::sockets::tcp(TcpState::Established, 40001));
         model.apply_snapshot(
             &[NamespaceSnapshot {
                 netns: 7,

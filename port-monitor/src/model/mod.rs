@@ -11,6 +11,7 @@
 
 pub mod consistency;
 pub mod errno;
+pub mod headroom;
 pub mod ports;
 pub mod sockets;
 
@@ -20,7 +21,7 @@ use port_monitor_common::{Operation, maps::ErrorKey};
 
 pub use self::{
     ports::{PortConfig, PortRange, PortSet},
-    sockets::{SocketTally, TcpState},
+    sockets::{Destination, Socket, SocketTally, TcpState},
 };
 
 /// A network namespace, by the inode number of its `/proc/<pid>/ns/net`.
@@ -73,11 +74,13 @@ pub struct NamespaceSnapshot {
 }
 
 /// The gauges of one namespace, derived from its latest snapshot.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct NamespaceGauges {
     pub name: Option<String>,
     /// Ephemeral range, reserved ports inside it, and capacity; `None` when unreadable.
     pub ephemeral: Option<EphemeralRange>,
+    /// Per-destination and per-address use of the ephemeral range; empty when unreadable.
+    pub headroom: headroom::Headroom,
     sockets: BTreeMap<(Protocol, TcpState), u64>,
     ports_in_use: BTreeMap<(Protocol, PortRange), u32>,
 }
@@ -92,7 +95,7 @@ pub struct EphemeralRange {
 }
 
 impl NamespaceGauges {
-    fn from_snapshot(snapshot: &NamespaceSnapshot) -> Self {
+    fn from_snapshot(snapshot: &NamespaceSnapshot, settings: &Settings) -> Self {
         let mut sockets = BTreeMap::new();
         let mut ports_in_use = BTreeMap::new();
         // Every listed state has its series, at 0 when no socket is in it.
@@ -113,6 +116,13 @@ impl NamespaceGauges {
             }
         }
         Self {
+            headroom: snapshot
+                .ports
+                .as_ref()
+                .map(|ports| {
+                    headroom::headroom(&snapshot.sockets, ports, settings.top_destinations)
+                })
+                .unwrap_or_default(),
             name: snapshot.name.clone(),
             ephemeral: snapshot.ports.as_ref().map(|config| EphemeralRange {
                 min: *config.ephemeral.start(),
@@ -224,9 +234,25 @@ pub struct SelfStats {
     pub snapshot_corrections: u64,
 }
 
+/// What the model is told to compute, from the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// TCP destinations per namespace with their own series.
+    pub top_destinations: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            top_destinations: 5,
+        }
+    }
+}
+
 /// Everything the exporter shows.
 #[derive(Debug, Default)]
 pub struct Model {
+    settings: Settings,
     namespaces: BTreeMap<NetnsId, NamespaceGauges>,
     failures: BTreeMap<NetnsId, BTreeMap<FailureKind, u64>>,
     transitions: consistency::Transitions,
@@ -240,6 +266,14 @@ pub struct Model {
 }
 
 impl Model {
+    #[must_use]
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            ..Self::default()
+        }
+    }
+
     /// Replaces every namespace's gauges with a complete snapshot of the node. `failed`
     /// namespaces exist but could not be read: they keep their previous gauges. Any other
     /// namespace missing from the snapshot is gone: its series are removed and its kernel
@@ -252,7 +286,12 @@ impl Model {
     ) {
         let mut namespaces: BTreeMap<NetnsId, NamespaceGauges> = snapshots
             .iter()
-            .map(|snapshot| (snapshot.netns, NamespaceGauges::from_snapshot(snapshot)))
+            .map(|snapshot| {
+                (
+                    snapshot.netns,
+                    NamespaceGauges::from_snapshot(snapshot, &self.settings),
+                )
+            })
             .collect();
         for netns in failed {
             if let Some(previous) = self.namespaces.remove(netns) {
@@ -392,7 +431,7 @@ mod tests {
     fn snapshot(netns: NetnsId, sockets: &[(TcpState, u16)]) -> NamespaceSnapshot {
         let mut tally = SocketTally::default();
         for &(state, port) in sockets {
-            tally.add(Protocol::Tcp, state, port);
+            tally.add(&sockets::tcp(state, port));
         }
         NamespaceSnapshot {
             netns,

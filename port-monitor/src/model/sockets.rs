@@ -1,6 +1,11 @@
 //! Sockets of one namespace as the kernel's own tables list them, reduced to what the gauges
 //! need: a count per (protocol, state) and the set of local ports held per protocol.
 
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+};
+
 use super::{PortSet, Protocol};
 
 /// A TCP state as the kernel numbers it (`include/net/tcp_states.h`).
@@ -113,19 +118,82 @@ impl TcpState {
 
 const STATE_SLOTS: usize = 14;
 
-/// Socket counts and held ports of one namespace.
+/// One socket as a socket table lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Socket {
+    pub protocol: Protocol,
+    pub state: TcpState,
+    /// Local address and port (port 0 while it has none).
+    pub local: SocketAddr,
+    /// Remote address and port; port 0 when not connected.
+    pub remote: SocketAddr,
+}
+
+/// Where TCP connections go: Linux lets `connect()` reuse a local port toward different
+/// destinations (the 4-tuple must be unique, `__inet_check_established`), so a namespace
+/// runs out of ports per (source address, destination address, destination port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Destination {
+    pub source: IpAddr,
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+/// The TCP sockets toward one destination.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DestinationSockets {
+    /// Local port of each socket (one per socket: the 4-tuple is unique).
+    pub local_ports: Vec<u16>,
+    /// How many of them are in `TIME_WAIT`.
+    pub time_wait: u32,
+}
+
+/// Socket counts and held ports of one namespace, and where its connections go.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SocketTally {
     states: [[u64; STATE_SLOTS]; Protocol::COUNT],
     ports: [PortSet; Protocol::COUNT],
+    /// TCP ports held by `bind()`: listening or bound-idle sockets.
+    bound_tcp: PortSet,
+    destinations: HashMap<Destination, DestinationSockets>,
+    /// UDP local ports by local address (unspecified for a wildcard bind).
+    udp_addresses: HashMap<IpAddr, Vec<u16>>,
 }
 
 impl SocketTally {
-    /// Counts one socket: its protocol, state and local port (0 when it has none yet).
-    pub fn add(&mut self, protocol: Protocol, state: TcpState, local_port: u16) {
-        self.states[protocol.index()][state.slot()] += 1;
-        if local_port != 0 {
-            self.ports[protocol.index()].insert(local_port);
+    /// Counts one socket.
+    pub fn add(&mut self, socket: &Socket) {
+        let port = socket.local.port();
+        self.states[socket.protocol.index()][socket.state.slot()] += 1;
+        if port == 0 {
+            return;
+        }
+        self.ports[socket.protocol.index()].insert(port);
+        match (socket.protocol, socket.state) {
+            (Protocol::Tcp, TcpState::Listen | TcpState::BoundInactive) => {
+                self.bound_tcp.insert(port);
+            }
+            // Request sockets and accepted connections share their listener's port; the
+            // tables list listeners first, so most are skipped here already.
+            (Protocol::Tcp, TcpState::SynRecv | TcpState::NewSynRecv) => {}
+            (Protocol::Tcp, state)
+                if socket.remote.port() != 0 && !self.bound_tcp.contains(port) =>
+            {
+                let destination = Destination {
+                    source: socket.local.ip(),
+                    address: socket.remote.ip(),
+                    port: socket.remote.port(),
+                };
+                let entry = self.destinations.entry(destination).or_default();
+                entry.local_ports.push(port);
+                entry.time_wait += u32::from(state == TcpState::TimeWait);
+            }
+            (Protocol::Tcp, _) => {}
+            (Protocol::Udp, _) => self
+                .udp_addresses
+                .entry(socket.local.ip())
+                .or_default()
+                .push(port),
         }
     }
 
@@ -140,6 +208,44 @@ impl SocketTally {
     pub fn ports(&self, protocol: Protocol) -> &PortSet {
         &self.ports[protocol.index()]
     }
+
+    /// TCP ports held by `bind()` (listening or bound-idle sockets).
+    #[must_use]
+    pub fn bound_tcp(&self) -> &PortSet {
+        &self.bound_tcp
+    }
+
+    /// TCP sockets by destination.
+    pub fn destinations(&self) -> impl Iterator<Item = (&Destination, &DestinationSockets)> {
+        self.destinations.iter()
+    }
+
+    /// UDP local ports by local address.
+    pub fn udp_addresses(&self) -> impl Iterator<Item = (&IpAddr, &Vec<u16>)> {
+        self.udp_addresses.iter()
+    }
+}
+
+/// A socket for tests: `local` and `remote` as "address:port".
+#[cfg(test)]
+pub(crate) fn socket(protocol: Protocol, state: TcpState, local: &str, remote: &str) -> Socket {
+    Socket {
+        protocol,
+        state,
+        local: local.parse().expect("address"),
+        remote: remote.parse().expect("address"),
+    }
+}
+
+/// A TCP socket on 127.0.0.1 with no peer, for tests that only care about ports.
+#[cfg(test)]
+pub(crate) fn tcp(state: TcpState, port: u16) -> Socket {
+    socket(
+        Protocol::Tcp,
+        state,
+        &format!("127.0.0.1:{port}"),
+        "0.0.0.0:0",
+    )
 }
 
 #[cfg(test)]
@@ -149,8 +255,8 @@ mod tests {
     #[test]
     fn folds_request_sockets_into_syn_recv() {
         let mut tally = SocketTally::default();
-        tally.add(Protocol::Tcp, TcpState::NewSynRecv, 80);
-        tally.add(Protocol::Tcp, TcpState::SynRecv, 80);
+        tally.add(&tcp(TcpState::NewSynRecv, 80));
+        tally.add(&tcp(TcpState::SynRecv, 80));
         assert_eq!(tally.sockets(Protocol::Tcp, TcpState::SynRecv), 2);
         assert_eq!(tally.ports(Protocol::Tcp).count_in(0..=65535), 1);
     }
@@ -158,10 +264,10 @@ mod tests {
     #[test]
     fn shared_ports_count_once_and_port_zero_not_at_all() {
         let mut tally = SocketTally::default();
-        tally.add(Protocol::Tcp, TcpState::Listen, 8080);
-        tally.add(Protocol::Tcp, TcpState::Established, 8080);
-        tally.add(Protocol::Tcp, TcpState::TimeWait, 40000);
-        tally.add(Protocol::Tcp, TcpState::SynSent, 0);
+        tally.add(&tcp(TcpState::Listen, 8080));
+        tally.add(&tcp(TcpState::Established, 8080));
+        tally.add(&tcp(TcpState::TimeWait, 40000));
+        tally.add(&tcp(TcpState::SynSent, 0));
         assert_eq!(
             tally.ports(Protocol::Tcp).iter().collect::<Vec<_>>(),
             [8080, 40000]

@@ -10,7 +10,7 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
-use crate::model::{Protocol, SocketTally, TcpState};
+use crate::model::{self, Protocol, SocketTally, TcpState};
 
 /// Why a dump failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ const TABLES: [(u8, u8, Protocol, &str); 4] = [
 /// When the kernel refuses a dump or sends something undecodable.
 pub fn dump_all(socket: &Socket, tally: &mut SocketTally) -> Result<(), DumpError> {
     for (family, ip_protocol, protocol, what) in TABLES {
-        dump(socket, family, ip_protocol, what, |state, local_port| {
+        dump(socket, family, ip_protocol, what, |state, id| {
             let state = match (protocol, TcpState::from_kernel(state)) {
                 // A TCP socket in a table with state CLOSE is bound but neither listening nor
                 // connected: Linux >= 6.7 lists those from the bind hash, with their real
@@ -65,20 +65,25 @@ pub fn dump_all(socket: &Socket, tally: &mut SocketTally) -> Result<(), DumpErro
                 (_, state) => state,
             };
             if let Some(state) = state {
-                tally.add(protocol, state, local_port);
+                tally.add(&model::Socket {
+                    protocol,
+                    state,
+                    local: std::net::SocketAddr::new(id.source_address, id.source_port),
+                    remote: std::net::SocketAddr::new(id.destination_address, id.destination_port),
+                });
             }
         })?;
     }
     Ok(())
 }
 
-/// Sends one dump request and calls `each(state, local_port)` for every socket listed.
+/// Sends one dump request and calls `each(state, id)` for every socket listed.
 fn dump(
     socket: &Socket,
     family: u8,
     protocol: u8,
     what: &'static str,
-    mut each: impl FnMut(u8, u16),
+    mut each: impl FnMut(u8, &SocketId),
 ) -> Result<(), DumpError> {
     let io = |source| DumpError::Io { what, source };
     let mut header = NetlinkHeader::default();
@@ -120,7 +125,7 @@ fn dump(
             let length = message.header.length as usize;
             match message.payload {
                 NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                    each(response.header.state, response.header.socket_id.source_port);
+                    each(response.header.state, &response.header.socket_id);
                 }
                 NetlinkPayload::Done(_) => return Ok(()),
                 NetlinkPayload::Error(error) => {

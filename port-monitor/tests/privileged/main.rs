@@ -16,6 +16,7 @@ mod churn;
 mod exhaustion;
 mod exposition;
 mod ground_truth;
+mod headroom;
 mod lifecycle;
 mod namespaces;
 mod support;

@@ -96,6 +96,11 @@ pub struct Config {
     )]
     pub no_autobind: bool,
 
+    /// TOML file with thresholds and sizes (docs/configuration.md). Without it every
+    /// default applies.
+    #[arg(long = "config.file", env = "PORT_MONITOR_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
+
     /// procfs mount point of the host (in a container: the host's /proc, with hostPID).
     #[arg(
         long = "path.procfs",

@@ -20,6 +20,7 @@ use crate::{
     },
     kernel::{self, Kernel},
     model::Model,
+    settings::FileConfig,
     snapshot,
 };
 
@@ -56,6 +57,10 @@ pub fn run(config: Config) -> Result<()> {
 const REVISION: &str = env!("PORT_MONITOR_REVISION");
 
 async fn serve(config: Config) -> Result<()> {
+    // Refuse a bad configuration before touching the network or the kernel.
+    let settings = FileConfig::load(config.config_file.as_deref())
+        .context("invalid configuration file (--config.file)")?
+        .settings();
     // Bind first: a port already taken is the most common start-up mistake, and finding it
     // before loading anything into the kernel keeps the failure cheap and clear.
     let listener = server::bind(config.listen_address).await.with_context(|| {
@@ -70,7 +75,7 @@ async fn serve(config: Config) -> Result<()> {
         tracing::info!(program = hook.program, hook = %hook.attach_point, facts = hook.facts, "attached");
     }
 
-    let model = Arc::new(RwLock::new(Model::default()));
+    let model = Arc::new(RwLock::new(Model::new(settings)));
     let registry = registry(&model, kernel.hooks())?;
     let endpoint = Arc::new(Endpoint {
         registry,

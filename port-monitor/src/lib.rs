@@ -14,4 +14,5 @@ pub mod exporter;
 pub mod kernel;
 pub mod model;
 pub mod netns;
+pub mod settings;
 pub mod snapshot;

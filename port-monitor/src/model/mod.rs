@@ -234,18 +234,20 @@ pub struct SelfStats {
     pub snapshot_corrections: u64,
 }
 
-/// What the model is told to compute, from the configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the model is told to compute: the configuration file's values (`settings.rs`).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     /// TCP destinations per namespace with their own series.
     pub top_destinations: usize,
+    /// Utilization ratio from which a destination is near exhaustion.
+    pub near_exhaustion_ratio: f64,
+    /// Share of capacity above which `TIME_WAIT` toward one destination accumulates.
+    pub time_wait_share: f64,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self {
-            top_destinations: 5,
-        }
+        crate::settings::FileConfig::default().settings()
     }
 }
 

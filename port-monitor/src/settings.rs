@@ -1,0 +1,206 @@
+//! The configuration file (`--config.file`, TOML): thresholds and sizes that a team tunes
+//! once for its fleet. Every field has a default, so an empty file, or none, is valid; a value
+//! out of range is refused at start-up with the field's name and what is accepted.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::model::Settings;
+
+/// The file as written. Each field's comment is its documentation (docs/configuration.md
+/// repeats it with an example).
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub destinations: Destinations,
+    pub anomalies: Anomalies,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Destinations {
+    /// TCP destinations per namespace that get their own `port_monitor_destination_*`
+    /// series, busiest first (1-100). The max-ratio gauge looks at every destination anyway.
+    pub top: usize,
+}
+
+impl Default for Destinations {
+    fn default() -> Self {
+        Self { top: 5 }
+    }
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Anomalies {
+    /// A destination is near exhaustion when its utilization ratio reaches this (0-1,
+    /// exclusive of 0). Counted once each time it crosses upward.
+    pub near_exhaustion_ratio: f64,
+    /// `TIME_WAIT` sockets toward one destination above this share of the namespace's
+    /// capacity (0-1, exclusive of 0) are an accumulation. Counted once per crossing.
+    pub time_wait_share: f64,
+}
+
+impl Default for Anomalies {
+    fn default() -> Self {
+        Self {
+            near_exhaustion_ratio: 0.8,
+            time_wait_share: 0.5,
+        }
+    }
+}
+
+/// Why the configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("{path}: {field} = {value} is out of range: {accepted}")]
+    Invalid {
+        path: String,
+        field: &'static str,
+        value: String,
+        accepted: &'static str,
+    },
+}
+
+impl FileConfig {
+    /// Reads and validates the file; `None` means every default.
+    ///
+    /// # Errors
+    /// When the file cannot be read, is not valid TOML of this shape, or a value is out of
+    /// range.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: name.clone(),
+            source,
+        })?;
+        Self::parse(&text, &name)
+    }
+
+    fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &str) -> Result<(), ConfigError> {
+        let invalid = |field, value: String, accepted| ConfigError::Invalid {
+            path: path.to_owned(),
+            field,
+            value,
+            accepted,
+        };
+        if !(1..=100).contains(&self.destinations.top) {
+            return Err(invalid(
+                "destinations.top",
+                self.destinations.top.to_string(),
+                "1 to 100",
+            ));
+        }
+        let ratios = [
+            (
+                "anomalies.near_exhaustion_ratio",
+                self.anomalies.near_exhaustion_ratio,
+            ),
+            ("anomalies.time_wait_share", self.anomalies.time_wait_share),
+        ];
+        for (field, value) in ratios {
+            if !(value > 0.0 && value <= 1.0) {
+                return Err(invalid(
+                    field,
+                    value.to_string(),
+                    "a ratio above 0 and at most 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What the model computes with.
+    #[must_use]
+    pub fn settings(&self) -> Settings {
+        Settings {
+            top_destinations: self.destinations.top,
+            near_exhaustion_ratio: self.anomalies.near_exhaustion_ratio,
+            time_wait_share: self.anomalies.time_wait_share,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_means_every_default() {
+        assert_eq!(
+            FileConfig::parse("", "test.toml").expect("valid"),
+            FileConfig::default()
+        );
+    }
+
+    #[test]
+    fn reads_every_field() {
+        let config = FileConfig::parse(
+            "[destinations]\ntop = 10\n[anomalies]\nnear_exhaustion_ratio = 0.9\ntime_wait_share = 0.25\n",
+            "test.toml",
+        )
+        .expect("valid");
+        assert_eq!(config.destinations.top, 10);
+        assert_eq!(
+            config.settings().near_exhaustion_ratio.to_bits(),
+            0.9_f64.to_bits()
+        );
+        assert_eq!(
+            config.settings().time_wait_share.to_bits(),
+            0.25_f64.to_bits()
+        );
+    }
+
+    #[test]
+    fn refuses_bad_values_naming_the_field() {
+        let cases = [
+            (
+                "[destinations]\ntop = 0",
+                "destinations.top = 0 is out of range: 1 to 100",
+            ),
+            (
+                "[anomalies]\nnear_exhaustion_ratio = 1.5",
+                "anomalies.near_exhaustion_ratio = 1.5",
+            ),
+            (
+                "[anomalies]\ntime_wait_share = 0",
+                "anomalies.time_wait_share = 0",
+            ),
+            (
+                "[anomalies]\nnear_exhaustion = 0.5",
+                "unknown field `near_exhaustion`",
+            ),
+            ("[destinations]\ntop = \"five\"", "invalid type"),
+        ];
+        for (text, expected) in cases {
+            let error = FileConfig::parse(text, "test.toml")
+                .expect_err(text)
+                .to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+            assert!(error.starts_with("test.toml"), "names the file: {error}");
+        }
+    }
+}

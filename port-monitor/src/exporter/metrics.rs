@@ -109,6 +109,16 @@ pub const PORT_EXHAUSTION: Spec = counter(
     "Calls that failed because no local port was free: TCP connect() with EADDRNOTAVAIL, bind(port 0) with EADDRINUSE, UDP autobind with EAGAIN.",
     &["netns", "protocol", "operation"],
 );
+pub const ANOMALIES: Spec = counter(
+    "port_monitor_anomalies_total",
+    "Anomalies by kind, counted when they happen (docs/metrics.md defines each kind).",
+    &["netns", "kind"],
+);
+pub const ANOMALY_LAST_INFO: Spec = gauge(
+    "port_monitor_anomaly_last_info",
+    "The most recent anomaly of each kind: where, what, and the process when the kernel saw it.",
+    &["kind", "netns", "subject", "comm", "pid", "cgroup_id"],
+);
 pub const TCP_TRANSITIONS: Spec = counter(
     "port_monitor_tcp_state_transitions_total",
     "TCP state changes on the node, all namespaces together.",
@@ -166,7 +176,7 @@ pub const BUILD_INFO: Spec = gauge(
 );
 
 /// Every family rendered from the model, in exposition order.
-pub const ALL: [&Spec; 24] = [
+pub const ALL: [&Spec; 26] = [
     &PORTS_IN_USE,
     &SOCKETS,
     &DESTINATION_PORTS_IN_USE,
@@ -180,6 +190,8 @@ pub const ALL: [&Spec; 24] = [
     &CONNECT_ERRORS,
     &BIND_ERRORS,
     &PORT_EXHAUSTION,
+    &ANOMALIES,
+    &ANOMALY_LAST_INFO,
     &TCP_TRANSITIONS,
     &EVENTS,
     &EVENTS_LOST,
@@ -262,6 +274,7 @@ pub fn render(model: &Model, fixed: &Static) -> Vec<MetricFamily> {
     namespace_gauges(model)
         .into_iter()
         .chain(failure_counters(model))
+        .chain(anomalies(model))
         .chain(self_metrics(model, fixed))
         .filter_map(Family::finish)
         .collect()
@@ -372,6 +385,36 @@ fn failure_counters(model: &Model) -> [Family<'static>; 3] {
         exhaustion.add(&labels, count as f64);
     }
     [connect, bind, exhaustion]
+}
+
+#[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
+fn anomalies(model: &Model) -> [Family<'static>; 2] {
+    let mut counts = Family::new(&ANOMALIES);
+    for ((netns, kind), count) in model.anomalies() {
+        counts.add(&[&netns.to_string(), kind.label()], count as f64);
+    }
+    let mut last = Family::new(&ANOMALY_LAST_INFO);
+    for (kind, anomaly) in model.last_anomalies() {
+        let caller = anomaly.caller.as_ref();
+        let (pid, cgroup) = (
+            caller
+                .map(|caller| caller.tgid.to_string())
+                .unwrap_or_default(),
+            caller
+                .map(|caller| caller.cgroup_id.to_string())
+                .unwrap_or_default(),
+        );
+        let labels = [
+            kind.label(),
+            &anomaly.netns.to_string(),
+            &anomaly.subject,
+            caller.map_or("", |caller| caller.comm.as_str()),
+            &pid,
+            &cgroup,
+        ];
+        last.add(&labels, 1.0);
+    }
+    [counts, last]
 }
 
 #[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
@@ -576,6 +619,9 @@ mod tests {
                     r#"port_monitor_tcp_state_transitions_total{from="syn_sent",to="established"} 5"#,
                     "port_monitor_events_lost_total 2",
                     r#"port_monitor_build_info{version="1.2.3",revision="abc"} 1"#,
+                    r#"port_monitor_anomalies_total{netns="7",kind="near_exhaustion"} 0"#,
+                    r#"port_monitor_anomalies_total{netns="7",kind="listener_in_ephemeral_range"} 0"#,
+                    r#"port_monitor_anomalies_total{netns="7",kind="time_wait_accumulation"} 0"#,
                 ],
             },
             Case {
@@ -586,6 +632,9 @@ mod tests {
                     r#"port_monitor_connect_errors_total{netns="7",protocol="tcp",errno="EADDRNOTAVAIL"} 4"#,
                     r#"port_monitor_port_exhaustion_total{netns="7",protocol="tcp",operation="connect"} 4"#,
                     r#"port_monitor_events_total{kind="connect_failure"} 1"#,
+                    r#"port_monitor_anomalies_total{netns="7",kind="port_exhaustion"} 4"#,
+                    r#"port_monitor_anomalies_total{netns="7",kind="bind_conflict"} 0"#,
+                    r#"port_monitor_anomaly_last_info{kind="port_exhaustion",netns="4026532000",subject="0.0.0.0 -> 10.0.0.7:443",comm="curl",pid="4242",cgroup_id="77"} 1"#,
                 ],
             },
             Case {
@@ -599,6 +648,8 @@ mod tests {
                     r#"port_monitor_bind_errors_total{netns="7",protocol="tcp",errno="EADDRINUSE"} 5"#,
                     r#"port_monitor_port_exhaustion_total{netns="7",protocol="tcp",operation="bind"} 3"#,
                     r#"port_monitor_events_total{kind="bind_failure"} 2"#,
+                    r#"port_monitor_anomalies_total{netns="7",kind="bind_conflict"} 2"#,
+                    r#"port_monitor_anomalies_total{netns="7",kind="port_exhaustion"} 3"#,
                 ],
             },
             Case {

@@ -9,6 +9,7 @@
 //!
 //! Nothing here does I/O; the exporter renders this state at scrape time.
 
+pub mod anomalies;
 pub mod consistency;
 pub mod errno;
 pub mod headroom;
@@ -20,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use port_monitor_common::{Operation, maps::ErrorKey};
 
 pub use self::{
+    anomalies::AnomalyKind,
     ports::{PortConfig, PortRange, PortSet},
     sockets::{Destination, Socket, SocketTally, TcpState},
 };
@@ -161,6 +163,12 @@ pub struct FailureKind {
 }
 
 impl FailureKind {
+    /// Whether this is a `bind()` to an explicit port that something else holds.
+    #[must_use]
+    pub fn is_bind_conflict(self) -> bool {
+        self.operation == Operation::Bind && !self.auto_port && self.errno == errno::EADDRINUSE
+    }
+
     /// Whether this failure means the namespace had no free port to give.
     #[must_use]
     pub fn is_exhaustion(self) -> bool {
@@ -265,6 +273,17 @@ pub struct Model {
     /// Namespaces that are gone, whose kernel map entries are still to be deleted.
     retired: BTreeSet<NetnsId>,
     consistency: consistency::Consistency,
+    crossings: anomalies::Crossings,
+    last_anomaly: BTreeMap<AnomalyKind, LastAnomaly>,
+}
+
+/// The most recent anomaly of a kind: where, who (when the kernel saw the caller), and what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastAnomaly {
+    pub netns: NetnsId,
+    pub caller: Option<Caller>,
+    /// The destination, address or port it is about.
+    pub subject: String,
 }
 
 impl Model {
@@ -279,13 +298,13 @@ impl Model {
     /// Replaces every namespace's gauges with a complete snapshot of the node. `failed`
     /// namespaces exist but could not be read: they keep their previous gauges. Any other
     /// namespace missing from the snapshot is gone: its series are removed and its kernel
-    /// counters retired.
+    /// counters retired. Returns the anomalies the snapshot shows starting, for the log.
     pub fn apply_snapshot(
         &mut self,
         snapshots: &[NamespaceSnapshot],
         failed: &[NetnsId],
         seconds: f64,
-    ) {
+    ) -> Vec<(NetnsId, AnomalyKind, String)> {
         let mut namespaces: BTreeMap<NetnsId, NamespaceGauges> = snapshots
             .iter()
             .map(|snapshot| {
@@ -301,6 +320,24 @@ impl Model {
             }
         }
         self.namespaces = namespaces;
+        let mut happened = Vec::new();
+        for snapshot in snapshots {
+            let Some(gauges) = self.namespaces.get(&snapshot.netns) else {
+                continue;
+            };
+            let conditions = self.conditions(snapshot, gauges);
+            for (kind, subject) in self.crossings.update(snapshot.netns, conditions) {
+                self.last_anomaly.insert(
+                    kind,
+                    LastAnomaly {
+                        netns: snapshot.netns,
+                        caller: None,
+                        subject: subject.clone(),
+                    },
+                );
+                happened.push((snapshot.netns, kind, subject));
+            }
+        }
         let seen: BTreeSet<NetnsId> = snapshots
             .iter()
             .map(|snapshot| snapshot.netns)
@@ -322,6 +359,11 @@ impl Model {
         self.stats.snapshots += 1;
         self.stats.last_snapshot_seconds = seconds;
         self.stats.snapshot_failures += failed.len() as u64;
+        let alive: BTreeSet<NetnsId> = self.known_namespaces();
+        self.crossings.retain(|netns| alive.contains(&netns));
+        self.last_anomaly
+            .retain(|_, last| alive.contains(&last.netns));
+        happened
     }
 
     /// Checks the latest snapshot against the TCP transitions counted just before and just
@@ -369,6 +411,83 @@ impl Model {
     /// Counts a record received from the kernel programs.
     pub fn apply_failure(&mut self, failure: &Failure) {
         *self.stats.events.entry(failure.kind.operation).or_default() += 1;
+        let kind = if failure.kind.is_exhaustion() {
+            AnomalyKind::PortExhaustion
+        } else if failure.kind.is_bind_conflict() {
+            AnomalyKind::BindConflict
+        } else {
+            return;
+        };
+        let subject = match failure.remote {
+            Some(remote) => format!("{} -> {remote}", failure.local.ip()),
+            None => failure.local.to_string(),
+        };
+        self.last_anomaly.insert(
+            kind,
+            LastAnomaly {
+                netns: failure.netns,
+                caller: failure.caller.clone(),
+                subject,
+            },
+        );
+    }
+
+    /// The anomalous conditions a namespace's snapshot shows.
+    fn conditions(
+        &self,
+        snapshot: &NamespaceSnapshot,
+        gauges: &NamespaceGauges,
+    ) -> anomalies::Conditions {
+        let Some(ports) = &snapshot.ports else {
+            return anomalies::Conditions::default();
+        };
+        let capacity = f64::from(ports.capacity().max(1));
+        let destinations = gauges.headroom.all.values();
+        anomalies::Conditions {
+            near_exhaustion: destinations
+                .clone()
+                .filter(|use_| use_.ratio >= self.settings.near_exhaustion_ratio)
+                .map(|use_| use_.destination)
+                .collect(),
+            time_wait_accumulation: destinations
+                .filter(|use_| f64::from(use_.time_wait) / capacity > self.settings.time_wait_share)
+                .map(|use_| use_.destination)
+                .collect(),
+            listeners_in_ephemeral_range: snapshot
+                .sockets
+                .listening()
+                .iter()
+                .filter(|port| ports.ephemeral.contains(port) && !ports.reserved.contains(*port))
+                .collect(),
+        }
+    }
+
+    /// Anomalies by namespace and kind, every known namespace at 0 for every kind.
+    #[must_use]
+    pub fn anomalies(&self) -> BTreeMap<(NetnsId, AnomalyKind), u64> {
+        let mut counts: BTreeMap<(NetnsId, AnomalyKind), u64> = self
+            .known_namespaces()
+            .into_iter()
+            .flat_map(|netns| {
+                AnomalyKind::ALL.map(|kind| ((netns, kind), self.crossings.count(netns, kind)))
+            })
+            .collect();
+        for (netns, kind, count) in self.failures() {
+            let anomaly = if kind.is_exhaustion() {
+                AnomalyKind::PortExhaustion
+            } else if kind.is_bind_conflict() {
+                AnomalyKind::BindConflict
+            } else {
+                continue;
+            };
+            *counts.entry((netns, anomaly)).or_default() += count;
+        }
+        counts
+    }
+
+    /// The most recent anomaly of each kind.
+    pub fn last_anomalies(&self) -> impl Iterator<Item = (AnomalyKind, &LastAnomaly)> {
+        self.last_anomaly.iter().map(|(kind, last)| (*kind, last))
     }
 
     /// Namespaces that are gone and whose kernel map entries should now be deleted.

@@ -155,6 +155,8 @@ pub struct SocketTally {
     ports: [PortSet; Protocol::COUNT],
     /// TCP ports held by `bind()`: listening or bound-idle sockets.
     bound_tcp: PortSet,
+    /// TCP ports with a listening socket.
+    listening: PortSet,
     destinations: HashMap<Destination, DestinationSockets>,
     /// UDP local ports by local address (unspecified for a wildcard bind).
     udp_addresses: HashMap<IpAddr, Vec<u16>>,
@@ -172,6 +174,9 @@ impl SocketTally {
         match (socket.protocol, socket.state) {
             (Protocol::Tcp, TcpState::Listen | TcpState::BoundInactive) => {
                 self.bound_tcp.insert(port);
+                if socket.state == TcpState::Listen {
+                    self.listening.insert(port);
+                }
             }
             // Request sockets and accepted connections share their listener's port; the
             // tables list listeners first, so most are skipped here already.
@@ -213,6 +218,12 @@ impl SocketTally {
     #[must_use]
     pub fn bound_tcp(&self) -> &PortSet {
         &self.bound_tcp
+    }
+
+    /// TCP ports with a listening socket.
+    #[must_use]
+    pub fn listening(&self) -> &PortSet {
+        &self.listening
     }
 
     /// TCP sockets by destination.

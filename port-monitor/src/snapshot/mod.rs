@@ -115,11 +115,14 @@ pub fn spawn(
                 let snapshot = snapshot_node(&proc);
                 let after = read_transitions(&transitions);
                 let mut model = model.write().unwrap_or_else(PoisonError::into_inner);
-                model.apply_snapshot(
+                let anomalies = model.apply_snapshot(
                     &snapshot.namespaces,
                     &snapshot.failed,
                     snapshot.duration.as_secs_f64(),
                 );
+                for (netns, kind, subject) in anomalies {
+                    tracing::warn!(netns, kind = kind.label(), subject, "anomaly");
+                }
                 if let (Some(before), Some(after)) = (before, after)
                     && let Some(corrections) = model.check_transitions(&before, after)
                 {

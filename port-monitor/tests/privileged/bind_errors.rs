@@ -7,7 +7,10 @@ use std::{
 
 use nix::errno::Errno;
 
-use crate::support::{Exporter, TestNetns, privileged, sockets::tcp_bind};
+use crate::{
+    anomalies::assert_anomalies,
+    support::{Exporter, TestNetns, privileged, sockets::tcp_bind},
+};
 
 #[test]
 fn privileged_bind_to_a_port_in_use_is_counted() {
@@ -55,6 +58,7 @@ fn privileged_bind_to_a_port_in_use_is_counted() {
         metrics.get("port_monitor_port_exhaustion_total", &exhaustion),
         Some(0.0)
     );
+    assert_anomalies(&metrics, &id, &[("bind_conflict", 3.0)]);
 }
 
 #[test]
@@ -98,5 +102,6 @@ fn privileged_bind_port_zero_out_of_ports_is_exhaustion() {
         ),
         3.0
     );
+    assert_anomalies(&metrics, &id, &[("port_exhaustion", 3.0)]);
     drop(held);
 }

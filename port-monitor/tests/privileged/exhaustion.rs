@@ -7,7 +7,10 @@ use std::{
     time::Duration,
 };
 
-use crate::support::{Exporter, TestNetns, privileged};
+use crate::{
+    anomalies::assert_anomalies,
+    support::{Exporter, TestNetns, privileged},
+};
 
 #[test]
 fn privileged_connect_exhaustion_is_counted_exactly() {
@@ -114,6 +117,25 @@ fn connect_exhaustion_is_counted_exactly(hook: &str, attach_point: &str) {
         10.0
     );
     assert_eq!(metrics.value("port_monitor_events_lost_total", &[]), 0.0);
+    // Every port toward the one destination in use: it also crossed the 80% line, once.
+    assert_anomalies(
+        &metrics,
+        &id,
+        &[("port_exhaustion", expected), ("near_exhaustion", 1.0)],
+    );
+    // Who did it: this test process (the failing connect ran in its thread).
+    let pid = std::process::id().to_string();
+    let last = [
+        ("kind", "port_exhaustion"),
+        ("netns", id.as_str()),
+        ("pid", pid.as_str()),
+    ];
+    assert_eq!(
+        metrics.get("port_monitor_anomaly_last_info", &last),
+        Some(1.0),
+        "{}",
+        metrics.text
+    );
     assert!(
         exporter.log().contains("port exhaustion"),
         "each failure is logged with who and where"

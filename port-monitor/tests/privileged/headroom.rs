@@ -83,6 +83,9 @@ fn privileged_a_hot_destination_reaches_ratio_one() {
         ),
         Some(10.0)
     );
+    // One crossing of the 80% line, counted once however many snapshots it stays there.
+    crate::ground_truth::wait_snapshots(&exporter, 2.0);
+    crate::anomalies::assert_anomalies(&exporter.scrape(), &id, &[("near_exhaustion", 1.0)]);
     drop(held);
 
     // The listeners close first and reset the connections they never accepted: no

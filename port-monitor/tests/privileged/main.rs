@@ -10,6 +10,7 @@
     reason = "metric values here are counts of sockets, ports and calls, compared exactly"
 )]
 
+mod anomalies;
 mod bind_errors;
 mod check;
 mod churn;

@@ -90,6 +90,7 @@ fn privileged_udp_autobind_exhaustion_is_counted_exactly() {
         ),
         2.0
     );
+    crate::anomalies::assert_anomalies(&metrics, &id, &[("port_exhaustion", 8.0)]);
     drop(held);
 }
 

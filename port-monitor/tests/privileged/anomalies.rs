@@ -1,0 +1,135 @@
+//! Each anomaly kind happens for real in a test namespace, and normal traffic triggers none.
+
+use std::{
+    net::{Ipv4Addr, TcpListener, TcpStream},
+    time::Duration,
+};
+
+use crate::{
+    ground_truth::wait_snapshots,
+    support::{Exporter, Metrics, TestNetns, privileged},
+};
+
+const KINDS: [&str; 5] = [
+    "port_exhaustion",
+    "near_exhaustion",
+    "bind_conflict",
+    "listener_in_ephemeral_range",
+    "time_wait_accumulation",
+];
+
+pub fn anomalies(metrics: &Metrics, netns: &str, kind: &str) -> Option<f64> {
+    metrics.get(
+        "port_monitor_anomalies_total",
+        &[("netns", netns), ("kind", kind)],
+    )
+}
+
+/// Asserts every kind is 0 in `netns`, except those in `expected` with their counts.
+pub fn assert_anomalies(metrics: &Metrics, netns: &str, expected: &[(&str, f64)]) {
+    for kind in KINDS {
+        let want = expected
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0.0, |(_, count)| *count);
+        assert_eq!(
+            anomalies(metrics, netns, kind),
+            Some(want),
+            "{kind} in {netns}:\n{}",
+            metrics.text
+        );
+    }
+}
+
+#[test]
+fn privileged_normal_traffic_is_no_anomaly() {
+    if !privileged("normal_traffic_is_no_anomaly") {
+        return;
+    }
+    let netns = TestNetns::new("calm");
+    let exporter = Exporter::start();
+    // A server on a registered port, clients coming and going, some TIME_WAIT.
+    let held = netns.run(|| {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 8080)).expect("listen");
+        for _ in 0..20 {
+            let client = TcpStream::connect((Ipv4Addr::LOCALHOST, 8080)).expect("connect");
+            let (server, _) = listener.accept().expect("accept");
+            drop(client);
+            drop(server);
+        }
+        let kept: Vec<_> = (0..5)
+            .map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, 8080)).expect("connect"))
+            .collect();
+        (listener, kept)
+    });
+    let metrics = wait_snapshots(&exporter, 3.0);
+    assert_anomalies(&metrics, &netns.label(), &[]);
+    drop(held);
+}
+
+#[test]
+fn privileged_a_listener_in_the_ephemeral_range_is_an_anomaly() {
+    if !privileged("a_listener_in_the_ephemeral_range_is_an_anomaly") {
+        return;
+    }
+    let netns = TestNetns::new("lisrange");
+    netns.sysctl("net.ipv4.ip_local_port_range", "40000 40099");
+    netns.sysctl("net.ipv4.ip_local_reserved_ports", "40050");
+    let exporter = Exporter::start();
+    // 40001 can be handed to a client first; 40050 is reserved and 8080 outside: both fine.
+    let held = netns.run(|| {
+        [40001, 40050, 8080]
+            .map(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("listen"))
+    });
+    let id = netns.label();
+    let metrics = exporter.wait_until(Duration::from_secs(10), |m| {
+        anomalies(m, &id, "listener_in_ephemeral_range") == Some(1.0)
+    });
+    wait_snapshots(&exporter, 2.0);
+    let metrics_later = exporter.scrape();
+    assert_anomalies(&metrics, &id, &[("listener_in_ephemeral_range", 1.0)]);
+    assert_anomalies(&metrics_later, &id, &[("listener_in_ephemeral_range", 1.0)]);
+    assert!(
+        metrics_later.get(
+            "port_monitor_anomaly_last_info",
+            &[
+                ("kind", "listener_in_ephemeral_range"),
+                ("netns", &id),
+                ("subject", "port 40001")
+            ]
+        ) == Some(1.0),
+        "the last one is named:\n{}",
+        metrics_later.text
+    );
+    drop(held);
+}
+
+#[test]
+fn privileged_time_wait_toward_one_destination_accumulates() {
+    if !privileged("time_wait_toward_one_destination_accumulates") {
+        return;
+    }
+    let netns = TestNetns::new("twacc");
+    netns.sysctl("net.ipv4.ip_local_port_range", "40000 40009");
+    let exporter = Exporter::start();
+    // Six client-closed connections to one server: six TIME_WAIT sockets, 60% of ten ports
+    // (the default threshold is 50%).
+    let listener = netns.run(|| {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 9000)).expect("listen");
+        for _ in 0..6 {
+            let client = TcpStream::connect((Ipv4Addr::LOCALHOST, 9000)).expect("connect");
+            let (server, _) = listener.accept().expect("accept");
+            drop(client);
+            std::thread::sleep(Duration::from_millis(10));
+            drop(server);
+        }
+        listener
+    });
+    let id = netns.label();
+    let metrics = exporter.wait_until(Duration::from_secs(10), |m| {
+        anomalies(m, &id, "time_wait_accumulation") == Some(1.0)
+    });
+    // Six of ten ports in TIME_WAIT is also 60% utilization: below the 80% near-exhaustion line.
+    assert_anomalies(&metrics, &id, &[("time_wait_accumulation", 1.0)]);
+    drop(listener);
+}

@@ -45,24 +45,7 @@ fn connect_exhaustion_is_counted_exactly(hook: &str, attach_point: &str) {
         "the chosen hook is reported"
     );
 
-    let (connected, failures, _keep) = netns.run(|| {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 9000)).expect("bind");
-        let mut held = Vec::new();
-        let mut failures = 0;
-        let mut attempts_after_first_failure = 0;
-        while attempts_after_first_failure < EXTRA_ATTEMPTS {
-            match TcpStream::connect((Ipv4Addr::LOCALHOST, 9000)) {
-                Ok(stream) => held.push(stream),
-                Err(error) if error.kind() == ErrorKind::AddrNotAvailable => {
-                    failures += 1;
-                    attempts_after_first_failure += 1;
-                }
-                Err(error) => panic!("unexpected connect error: {error}"),
-            }
-            assert!(held.len() <= 10, "more connections than ports in the range");
-        }
-        (held.len(), failures, (listener, held))
-    });
+    let (connected, failures, _keep) = netns.run(connect_until_refused);
     assert_eq!(connected, 10, "every port of the range was used");
     assert_eq!(failures, EXTRA_ATTEMPTS);
 
@@ -140,4 +123,21 @@ fn connect_exhaustion_is_counted_exactly(hook: &str, attach_point: &str) {
         exporter.log().contains("port exhaustion"),
         "each failure is logged with who and where"
     );
+}
+
+/// Connects to a listener on :9000 until the ports run out, then `EXTRA_ATTEMPTS` more times.
+/// Returns the connections made, the EADDRNOTAVAIL failures, and what must stay open.
+fn connect_until_refused() -> (usize, usize, (TcpListener, Vec<TcpStream>)) {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 9000)).expect("bind");
+    let mut held = Vec::new();
+    let mut failures = 0;
+    while failures < EXTRA_ATTEMPTS {
+        match TcpStream::connect((Ipv4Addr::LOCALHOST, 9000)) {
+            Ok(stream) => held.push(stream),
+            Err(error) if error.kind() == ErrorKind::AddrNotAvailable => failures += 1,
+            Err(error) => panic!("unexpected connect error: {error}"),
+        }
+        assert!(held.len() <= 10, "more connections than ports in the range");
+    }
+    (held.len(), failures, (listener, held))
 }

@@ -688,3 +688,187 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod golden {
+    use std::{io::Write as _, path::PathBuf, process::Command};
+
+    use port_monitor_common::{Operation, PROTOCOL_TCP, PROTOCOL_UDP, maps::ErrorKey};
+    use prometheus::{Encoder as _, TextEncoder};
+
+    use super::*;
+    use crate::{
+        kernel::{Hook, decode},
+        model::{
+            KernelCounters, NamespaceSnapshot, PortConfig, SocketTally, TcpState,
+            ports::parse_reserved_ports, sockets::socket,
+        },
+    };
+
+    /// A node with two namespaces: one with a hot destination, TIME_WAIT, a listener in its
+    /// ephemeral range and failed calls; one quiet and named.
+    fn scenario() -> String {
+        let mut busy = SocketTally::default();
+        busy.add(&socket(
+            Protocol::Tcp,
+            TcpState::Listen,
+            "0.0.0.0:40005",
+            "0.0.0.0:0",
+        ));
+        for port in 40000..40004 {
+            busy.add(&socket(
+                Protocol::Tcp,
+                TcpState::Established,
+                &format!("10.0.0.2:{port}"),
+                "10.0.0.1:443",
+            ));
+        }
+        for port in 40006..40008 {
+            busy.add(&socket(
+                Protocol::Tcp,
+                TcpState::TimeWait,
+                &format!("10.0.0.2:{port}"),
+                "10.0.0.1:443",
+            ));
+        }
+        busy.add(&socket(
+            Protocol::Tcp,
+            TcpState::Established,
+            "10.0.0.2:40000",
+            "10.0.0.3:5432",
+        ));
+        busy.add(&socket(
+            Protocol::Udp,
+            TcpState::Close,
+            "0.0.0.0:40001",
+            "0.0.0.0:0",
+        ));
+        let mut quiet = SocketTally::default();
+        quiet.add(&socket(
+            Protocol::Tcp,
+            TcpState::Listen,
+            "[::]:8080",
+            "[::]:0",
+        ));
+        let snapshots = [
+            NamespaceSnapshot {
+                netns: 4_026_532_001,
+                name: None,
+                ports: Some(PortConfig {
+                    ephemeral: 40000..=40009,
+                    reserved: parse_reserved_ports("40009").expect("valid"),
+                }),
+                sockets: busy,
+            },
+            NamespaceSnapshot {
+                netns: 4_026_532_002,
+                name: Some("blue".into()),
+                ports: Some(PortConfig {
+                    ephemeral: 32768..=60999,
+                    reserved: parse_reserved_ports("").expect("valid"),
+                }),
+                sockets: quiet,
+            },
+        ];
+        let mut model = Model::default();
+        model.apply_snapshot(&snapshots, &[], 0.012);
+        let mut exhausted = decode::tests::exhausted_connect();
+        exhausted.netns = 4_026_532_001;
+        model.apply_failure(&decode::decode(&decode::tests::record(&exhausted)).expect("fixture"));
+        model.apply_kernel_counters(&KernelCounters {
+            errors: vec![
+                (
+                    ErrorKey::new(4_026_532_001, Operation::Connect, PROTOCOL_TCP, 99, true),
+                    3,
+                ),
+                (
+                    ErrorKey::new(4_026_532_001, Operation::Connect, PROTOCOL_TCP, 111, false),
+                    12,
+                ),
+                (
+                    ErrorKey::new(4_026_532_001, Operation::Bind, PROTOCOL_TCP, 98, false),
+                    1,
+                ),
+                (
+                    ErrorKey::new(4_026_532_001, Operation::Autobind, PROTOCOL_UDP, 11, true),
+                    2,
+                ),
+            ],
+            transitions: [
+                ((TcpState::Close, TcpState::SynSent), 20),
+                ((TcpState::SynSent, TcpState::Established), 5),
+                ((TcpState::SynSent, TcpState::Close), 15),
+            ]
+            .into(),
+            events_lost: 0,
+            error_keys_dropped: 0,
+        });
+        let fixed = Static {
+            hooks: vec![Hook {
+                program: "tcp_state_change",
+                attach_point: "tp_btf/inet_sock_set_state".into(),
+                facts: "",
+            }],
+            version: "0.0.0-test",
+            revision: "golden",
+        };
+        let mut text = Vec::new();
+        TextEncoder::new()
+            .encode(&render(&model, &fixed), &mut text)
+            .expect("encodes");
+        String::from_utf8(text).expect("UTF-8")
+    }
+
+    fn golden_path() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/exporter/testdata/golden.prom")
+    }
+
+    /// The exposition of a fixed scenario, line for line. After an intended change, rewrite
+    /// it with `UPDATE_GOLDEN=1 cargo test -p port-monitor golden` and review the diff.
+    #[test]
+    fn golden_exposition_matches() {
+        let text = scenario();
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(golden_path(), &text).expect("write golden file");
+        }
+        let golden = std::fs::read_to_string(golden_path()).expect("golden file");
+        assert_eq!(
+            text, golden,
+            "exposition changed; see this test's doc comment"
+        );
+    }
+
+    /// `promtool check metrics` (Debian package prometheus, installed by `cargo xtask test`)
+    /// accepts the golden exposition. Without promtool it skips, except under CI=true.
+    #[test]
+    fn golden_exposition_passes_promtool() {
+        let spawned = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let Ok(mut promtool) = spawned else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "promtool missing under CI=true"
+            );
+            eprintln!("SKIPPED golden_exposition_passes_promtool: promtool is not installed");
+            return;
+        };
+        let golden = std::fs::read_to_string(golden_path()).expect("golden file");
+        promtool
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(golden.as_bytes())
+            .expect("feed promtool");
+        let output = promtool.wait_with_output().expect("promtool ran");
+        assert!(
+            output.status.success(),
+            "promtool check metrics:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

@@ -705,9 +705,9 @@ mod golden {
         },
     };
 
-    /// A node with two namespaces: one with a hot destination, TIME_WAIT, a listener in its
-    /// ephemeral range and failed calls; one quiet and named.
-    fn scenario() -> String {
+    /// The busy namespace's sockets: a hot destination, `TIME_WAIT`, a listener in the
+    /// ephemeral range, a UDP socket.
+    fn busy_sockets() -> SocketTally {
         let mut busy = SocketTally::default();
         busy.add(&socket(
             Protocol::Tcp,

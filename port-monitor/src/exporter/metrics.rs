@@ -743,6 +743,12 @@ mod golden {
             "0.0.0.0:40001",
             "0.0.0.0:0",
         ));
+        busy
+    }
+
+    /// A node with two namespaces: a busy one with failed calls, and a quiet named one.
+    fn scenario() -> String {
+        let busy = busy_sockets();
         let mut quiet = SocketTally::default();
         quiet.add(&socket(
             Protocol::Tcp,

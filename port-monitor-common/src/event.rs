@@ -30,7 +30,7 @@ pub struct FailureEvent {
     pub netns: u32,
     /// `bpf_ktime_get_ns()` when the failure was seen.
     pub timestamp_ns: u64,
-    /// cgroup v2 id of the caller.
+    /// cgroup v2 id of the caller, or of the socket (see [`FLAG_HAS_CGROUP`]).
     pub cgroup_id: u64,
     /// Process id (thread group id) of the caller.
     pub tgid: u32,
@@ -57,6 +57,8 @@ pub struct FailureEvent {
 pub const FLAG_HAS_CALLER: u8 = 1;
 /// The kernel was choosing the local port (connect without a bound port, bind to port 0).
 pub const FLAG_AUTO_PORT: u8 = 2;
+/// `cgroup_id` is the socket's cgroup, known even without the caller.
+pub const FLAG_HAS_CGROUP: u8 = 4;
 
 /// Size of a [`FailureEvent`] on the wire.
 pub const FAILURE_EVENT_SIZE: usize = core::mem::size_of::<FailureEvent>();

@@ -56,6 +56,12 @@ pub struct KernelLayout {
     pub socket_sk: u32,
     /// `struct pt_regs` → the first syscall argument (`di` on x86-64, `regs[0]` on arm64).
     pub regs_arg0: u32,
+    /// `struct sock` → `sk_cgrp_data.cgroup`: the cgroup v2 the socket was created in.
+    pub sock_cgroup: u32,
+    /// `struct cgroup` → `kn` (`struct kernfs_node *`).
+    pub cgroup_kn: u32,
+    /// `struct kernfs_node` → `id`: the cgroup id (`u64`), as `bpf_get_current_cgroup_id`.
+    pub kernfs_id: u32,
 }
 
 #[cfg(feature = "user")]

@@ -27,6 +27,9 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     file_private_data: 0,
     socket_sk: 0,
     regs_arg0: 0,
+    sock_cgroup: 0,
+    cgroup_kn: 0,
+    kernfs_id: 0,
 };
 
 /// The layout, read so that the compiler cannot fold the placeholder zeros above.
@@ -50,6 +53,14 @@ pub fn read<T>(base: *const u8, offset: u32) -> Result<T, Unreadable> {
 /// The inode number of the network namespace `net` (a `struct net *`).
 pub fn net_inum(net: *const u8, layout: &KernelLayout) -> Result<u32, Unreadable> {
     read::<u32>(net, layout.net_inum)
+}
+
+/// The id of the cgroup v2 a socket was created in: who owns it, even where the current task
+/// is someone else (softirq).
+pub fn socket_cgroup_id(sk: *const u8, layout: &KernelLayout) -> Result<u64, Unreadable> {
+    let cgroup = read::<*const u8>(sk, layout.sock_cgroup)?;
+    let node = read::<*const u8>(cgroup, layout.cgroup_kn)?;
+    read::<u64>(node, layout.kernfs_id)
 }
 
 /// The inode number of the calling task's network namespace.

@@ -7,7 +7,7 @@ use aya_ebpf::{
     },
 };
 use port_monitor_common::{
-    event::{EventKind, FLAG_AUTO_PORT, FLAG_HAS_CALLER, FailureEvent},
+    event::{EventKind, FLAG_AUTO_PORT, FLAG_HAS_CALLER, FLAG_HAS_CGROUP, FailureEvent},
     maps::{Counter, ErrorKey},
 };
 
@@ -40,6 +40,8 @@ pub fn bump(counter: Counter) {
 pub struct Failure {
     pub key: ErrorKey,
     pub has_caller: bool,
+    /// The socket's cgroup, for failures seen outside the caller's context; 0 if unknown.
+    pub socket_cgroup: u64,
     pub family: u16,
     pub local_port: u16,
     pub remote_port: u16,
@@ -64,21 +66,15 @@ pub fn send(failure: &Failure) {
         )]
         ((pid_tgid >> 32) as u32, pid_tgid as u32, cgroup_id, comm)
     } else {
-        (0, 0, 0, [0; 16])
+        (0, 0, failure.socket_cgroup, [0; 16])
     };
     entry.write(FailureEvent {
         kind: EventKind::Failure as u8,
         operation: failure.key.operation,
         protocol: failure.key.protocol,
-        flags: if failure.has_caller {
-            FLAG_HAS_CALLER
-        } else {
-            0
-        } | if failure.key.auto_port != 0 {
-            FLAG_AUTO_PORT
-        } else {
-            0
-        },
+        flags: flag(failure.has_caller, FLAG_HAS_CALLER)
+            | flag(failure.key.auto_port != 0, FLAG_AUTO_PORT)
+            | flag(cgroup_id != 0, FLAG_HAS_CGROUP),
         netns: failure.key.netns,
         // SAFETY: a helper without preconditions.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
@@ -99,4 +95,8 @@ pub fn send(failure: &Failure) {
         BPF_RB_NO_WAKEUP
     };
     entry.submit(wakeup.into());
+}
+
+const fn flag(set: bool, flag: u8) -> u8 {
+    if set { flag } else { 0 }
 }

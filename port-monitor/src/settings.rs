@@ -40,6 +40,14 @@ pub struct Anomalies {
     /// `TIME_WAIT` sockets toward one destination above this share of the namespace's
     /// capacity (0-1, exclusive of 0) are an accumulation. Counted once per crossing.
     pub time_wait_share: f64,
+    /// Sliding window, in seconds, over which refused connections of one cgroup are counted
+    /// for `port_scan` (0.1-3600).
+    pub port_scan_window_seconds: f64,
+    /// Refused connections of one cgroup within the window that make a port scan (2-100000).
+    pub port_scan_refused: usize,
+    /// Distinct destination ports refused to one cgroup within the window that make a port
+    /// scan (2-65535).
+    pub port_scan_distinct_ports: usize,
 }
 
 impl Default for Anomalies {
@@ -47,6 +55,9 @@ impl Default for Anomalies {
         Self {
             near_exhaustion_ratio: 0.8,
             time_wait_share: 0.5,
+            port_scan_window_seconds: 10.0,
+            port_scan_refused: 100,
+            port_scan_distinct_ports: 20,
         }
     }
 }
@@ -130,6 +141,27 @@ impl FileConfig {
                 ));
             }
         }
+        let anomalies = &self.anomalies;
+        if !(0.1..=3600.0).contains(&anomalies.port_scan_window_seconds) {
+            let value = anomalies.port_scan_window_seconds.to_string();
+            return Err(invalid(
+                "anomalies.port_scan_window_seconds",
+                value,
+                "0.1 to 3600",
+            ));
+        }
+        if !(2..=100_000).contains(&anomalies.port_scan_refused) {
+            let value = anomalies.port_scan_refused.to_string();
+            return Err(invalid("anomalies.port_scan_refused", value, "2 to 100000"));
+        }
+        if !(2..=65_535).contains(&anomalies.port_scan_distinct_ports) {
+            let value = anomalies.port_scan_distinct_ports.to_string();
+            return Err(invalid(
+                "anomalies.port_scan_distinct_ports",
+                value,
+                "2 to 65535",
+            ));
+        }
         Ok(())
     }
 
@@ -140,6 +172,16 @@ impl FileConfig {
             top_destinations: self.destinations.top,
             near_exhaustion_ratio: self.anomalies.near_exhaustion_ratio,
             time_wait_share: self.anomalies.time_wait_share,
+            port_scan: crate::model::anomalies::PortScanLimits {
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "validated: 0.1 to 3600 s"
+                )]
+                window_ns: (self.anomalies.port_scan_window_seconds * 1e9) as u64,
+                refused: self.anomalies.port_scan_refused,
+                distinct_ports: self.anomalies.port_scan_distinct_ports,
+            },
         }
     }
 }
@@ -188,6 +230,14 @@ mod tests {
             (
                 "[anomalies]\ntime_wait_share = 0",
                 "anomalies.time_wait_share = 0",
+            ),
+            (
+                "[anomalies]\nport_scan_refused = 1",
+                "anomalies.port_scan_refused = 1",
+            ),
+            (
+                "[anomalies]\nport_scan_window_seconds = 0",
+                "anomalies.port_scan_window_seconds = 0",
             ),
             (
                 "[anomalies]\nnear_exhaustion = 0.5",

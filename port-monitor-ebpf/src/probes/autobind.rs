@@ -79,6 +79,7 @@ fn on_eagain() -> Result<(), Unreadable> {
     record::send(&Failure {
         key,
         has_caller: true,
+        socket_cgroup: 0,
         family: kernel::read::<u16>(sk, layout.sock_family)?,
         local_port: 0,
         remote_port: 0,

@@ -134,6 +134,7 @@ fn on_bind_failed(request: &BindRequest, ret: i64) -> Result<(), Unreadable> {
     record::send(&Failure {
         key,
         has_caller: true,
+        socket_cgroup: 0,
         family: request.family,
         local_port: request.port,
         remote_port: 0,

@@ -136,9 +136,17 @@ fn on_connect_failed(sk: *const u8) -> Result<(), Unreadable> {
         local_addr = kernel::read::<[u8; 16]>(sk, layout.sock_local_addr6)?;
         remote_addr = kernel::read::<[u8; 16]>(sk, layout.sock_remote_addr6)?;
     }
+    // The current task is the caller only inside connect() (out of ports); otherwise the
+    // socket's own cgroup says whose it is.
+    let socket_cgroup = if auto_port {
+        0
+    } else {
+        kernel::socket_cgroup_id(sk, &layout)?
+    };
     record::send(&Failure {
         key,
         has_caller: auto_port,
+        socket_cgroup,
         family,
         local_port,
         remote_port: u16::from_be(kernel::read::<u16>(sk, layout.sock_remote_port)?),

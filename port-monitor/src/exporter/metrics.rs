@@ -400,8 +400,9 @@ fn anomalies(model: &Model) -> [Family<'static>; 2] {
             caller
                 .map(|caller| caller.tgid.to_string())
                 .unwrap_or_default(),
-            caller
-                .map(|caller| caller.cgroup_id.to_string())
+            anomaly
+                .cgroup_id
+                .map(|cgroup| cgroup.to_string())
                 .unwrap_or_default(),
         );
         let labels = [

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use port_monitor_common::{
     FAMILY_INET, FAMILY_INET6, Operation,
-    event::{EventKind, FAILURE_EVENT_SIZE, FLAG_AUTO_PORT, FLAG_HAS_CALLER},
+    event::{EventKind, FAILURE_EVENT_SIZE, FLAG_AUTO_PORT, FLAG_HAS_CALLER, FLAG_HAS_CGROUP},
 };
 
 use crate::model::{Caller, Failure, FailureKind, Protocol};
@@ -76,6 +76,7 @@ const OPERATION: usize = 1;
 const PROTOCOL: usize = 2;
 const FLAGS: usize = 3;
 const NETNS: usize = 4;
+const TIMESTAMP: usize = 8;
 const CGROUP_ID: usize = 16;
 const TGID: usize = 24;
 const PID: usize = 28;
@@ -105,8 +106,9 @@ fn decode_failure(fields: &Fields<'_>) -> Result<Failure, DecodeError> {
         tgid: fields.u32(TGID),
         pid: fields.u32(PID),
         comm: comm(&fields.array::<16>(COMM)),
-        cgroup_id: fields.u64(CGROUP_ID),
     });
+    let cgroup_id =
+        (flags & (FLAG_HAS_CALLER | FLAG_HAS_CGROUP) != 0).then(|| fields.u64(CGROUP_ID));
     Ok(Failure {
         netns: fields.u32(NETNS),
         kind: FailureKind {
@@ -116,6 +118,8 @@ fn decode_failure(fields: &Fields<'_>) -> Result<Failure, DecodeError> {
             auto_port: flags & FLAG_AUTO_PORT != 0,
         },
         caller,
+        cgroup_id,
+        timestamp_ns: fields.u64(TIMESTAMP),
         local: SocketAddr::new(address(LOCAL_ADDR)?, fields.u16(LOCAL_PORT)),
         remote: match operation {
             Operation::Connect => Some(SocketAddr::new(
@@ -199,6 +203,7 @@ pub(crate) mod tests {
             (PROTOCOL, offset_of!(FailureEvent, protocol)),
             (FLAGS, offset_of!(FailureEvent, flags)),
             (NETNS, offset_of!(FailureEvent, netns)),
+            (TIMESTAMP, offset_of!(FailureEvent, timestamp_ns)),
             (CGROUP_ID, offset_of!(FailureEvent, cgroup_id)),
             (TGID, offset_of!(FailureEvent, tgid)),
             (PID, offset_of!(FailureEvent, pid)),
@@ -227,7 +232,7 @@ pub(crate) mod tests {
         bind_v6.local_addr = Ipv6Addr::LOCALHOST.octets();
         bind_v6.flags = FLAG_HAS_CALLER;
         let mut refused = exhausted_connect();
-        refused.flags = 0;
+        refused.flags = FLAG_HAS_CGROUP;
         refused.errno = 111;
         refused.local_port = 40000;
 
@@ -247,8 +252,9 @@ pub(crate) mod tests {
                         tgid: 4242,
                         pid: 4243,
                         comm: "curl".into(),
-                        cgroup_id: 77,
                     }),
+                    cgroup_id: Some(77),
+                    timestamp_ns: 1,
                     local: "0.0.0.0:0".parse().expect("literal"),
                     remote: Some("10.0.0.7:443".parse().expect("literal")),
                 },
@@ -268,14 +274,15 @@ pub(crate) mod tests {
                         tgid: 4242,
                         pid: 4243,
                         comm: "curl".into(),
-                        cgroup_id: 77,
                     }),
+                    cgroup_id: Some(77),
+                    timestamp_ns: 1,
                     local: "[::1]:8080".parse().expect("literal"),
                     remote: None,
                 },
             ),
             (
-                "refused in softirq: no caller",
+                "refused in softirq: no caller, the socket's cgroup",
                 refused,
                 Failure {
                     netns: 4_026_532_000,
@@ -286,6 +293,8 @@ pub(crate) mod tests {
                         auto_port: false,
                     },
                     caller: None,
+                    cgroup_id: Some(77),
+                    timestamp_ns: 1,
                     local: "0.0.0.0:40000".parse().expect("literal"),
                     remote: Some("10.0.0.7:443".parse().expect("literal")),
                 },

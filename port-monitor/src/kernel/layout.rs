@@ -60,6 +60,9 @@ fn resolve(btf: &Btf) -> Result<KernelLayout, LayoutError> {
         file_private_data: offset(btf, "file", &["private_data"])?,
         socket_sk: offset(btf, "socket", &["sk"])?,
         regs_arg0: offset(btf, "pt_regs", &[FIRST_SYSCALL_ARGUMENT])?,
+        sock_cgroup: sock(&["sk_cgrp_data", "cgroup"])?,
+        cgroup_kn: offset(btf, "cgroup", &["kn"])?,
+        kernfs_id: offset(btf, "kernfs_node", &["id"])?,
     })
 }
 

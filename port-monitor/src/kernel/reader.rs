@@ -75,7 +75,14 @@ fn drain(events: &mut RingBuf<MapData>, model: &RwLock<Model>, log: &mut Failure
     }
     let mut model = model.write().unwrap_or_else(PoisonError::into_inner);
     for failure in &failures {
-        model.apply_failure(failure);
+        if let Some(scan) = model.apply_failure(failure) {
+            tracing::warn!(
+                netns = failure.netns,
+                kind = "port_scan",
+                subject = scan,
+                "anomaly"
+            );
+        }
     }
 }
 
@@ -148,7 +155,7 @@ impl FailureLog {
                     remote = remote.as_deref().unwrap_or(""),
                     comm = caller.map_or("", |caller| caller.comm.as_str()),
                     pid = caller.map_or(0, |caller| caller.tgid),
-                    cgroup_id = caller.map_or(0, |caller| caller.cgroup_id),
+                    cgroup_id = failure.cgroup_id.unwrap_or(0),
                     $message
                 )
             };

@@ -7,7 +7,7 @@
 //!   `listener_in_ephemeral_range`): counted once each time a destination or port crosses
 //!   into the condition, not once per snapshot it stays there.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use super::{Destination, NetnsId};
 
@@ -26,15 +26,19 @@ pub enum AnomalyKind {
     /// `TIME_WAIT` sockets toward one destination passed `anomalies.time_wait_share` of the
     /// namespace's capacity.
     TimeWaitAccumulation,
+    /// One cgroup's connections were refused too often, or on too many distinct ports,
+    /// within `anomalies.port_scan_window_seconds`.
+    PortScan,
 }
 
 impl AnomalyKind {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::PortExhaustion,
         Self::NearExhaustion,
         Self::BindConflict,
         Self::ListenerInEphemeralRange,
         Self::TimeWaitAccumulation,
+        Self::PortScan,
     ];
 
     #[must_use]
@@ -45,6 +49,7 @@ impl AnomalyKind {
             Self::BindConflict => "bind_conflict",
             Self::ListenerInEphemeralRange => "listener_in_ephemeral_range",
             Self::TimeWaitAccumulation => "time_wait_accumulation",
+            Self::PortScan => "port_scan",
         }
     }
 }
@@ -112,6 +117,100 @@ impl Crossings {
     }
 }
 
+/// Thresholds of the port scan detector.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PortScanLimits {
+    pub window_ns: u64,
+    /// Refused connections within the window that make a scan.
+    pub refused: usize,
+    /// Distinct refused destination ports within the window that make a scan.
+    pub distinct_ports: usize,
+}
+
+/// Refused connections per (namespace, cgroup) over a sliding window. A scan is counted when
+/// a window first goes over a limit, and again only after it has come back under.
+#[derive(Debug)]
+pub struct PortScans {
+    limits: PortScanLimits,
+    windows: HashMap<(NetnsId, u64), Window>,
+    counts: BTreeMap<NetnsId, u64>,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    /// (timestamp, destination port), oldest first; never longer than `limits.refused`.
+    refusals: VecDeque<(u64, u16)>,
+    over: bool,
+}
+
+impl Default for PortScans {
+    fn default() -> Self {
+        Self::new(super::Settings::default().port_scan)
+    }
+}
+
+/// Windows tracked at most: past this, idle ones are dropped first.
+const MAX_WINDOWS: usize = 4096;
+
+impl PortScans {
+    #[must_use]
+    pub fn new(limits: PortScanLimits) -> Self {
+        Self {
+            limits,
+            windows: HashMap::new(),
+            counts: BTreeMap::new(),
+        }
+    }
+
+    /// Records a refused connection; returns a description when it starts a scan.
+    pub fn record(&mut self, netns: NetnsId, cgroup: u64, at_ns: u64, port: u16) -> Option<String> {
+        let limits = self.limits;
+        if self.windows.len() >= MAX_WINDOWS {
+            self.windows.retain(|_, window| {
+                window
+                    .refusals
+                    .back()
+                    .is_some_and(|(last, _)| at_ns.saturating_sub(*last) <= limits.window_ns)
+            });
+        }
+        let window = self.windows.entry((netns, cgroup)).or_default();
+        window.refusals.push_back((at_ns, port));
+        while window.refusals.len() > limits.refused
+            || window
+                .refusals
+                .front()
+                .is_some_and(|(first, _)| at_ns.saturating_sub(*first) > limits.window_ns)
+        {
+            window.refusals.pop_front();
+        }
+        let ports: HashSet<u16> = window.refusals.iter().map(|(_, port)| *port).collect();
+        let over = window.refusals.len() >= limits.refused || ports.len() >= limits.distinct_ports;
+        let started = over && !window.over;
+        window.over = over;
+        if !started {
+            return None;
+        }
+        *self.counts.entry(netns).or_default() += 1;
+        Some(format!(
+            "cgroup {cgroup}: {} refused connections to {} ports",
+            window.refusals.len(),
+            ports.len()
+        ))
+    }
+
+    /// Forgets namespaces that are gone.
+    pub fn retain(&mut self, alive: impl Fn(NetnsId) -> bool) {
+        self.windows.retain(|(netns, _), _| alive(*netns));
+        self.counts.retain(|netns, _| alive(*netns));
+    }
+
+    /// Scans counted in `netns`.
+    #[must_use]
+    pub fn count(&self, netns: NetnsId) -> u64 {
+        self.counts.get(&netns).copied().unwrap_or(0)
+    }
+}
+
 fn describe(destination: &Destination) -> String {
     format!(
         "{} -> {}:{}",
@@ -152,6 +251,35 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn a_port_scan_is_counted_once_per_burst() {
+        let limits = PortScanLimits {
+            window_ns: 1_000,
+            refused: 100,
+            distinct_ports: 5,
+        };
+        let mut scans = PortScans::new(limits);
+        // Four refusals on distinct ports: under the limit. The fifth port makes a scan.
+        for (at, port) in [(0, 1), (10, 2), (20, 3), (30, 4)] {
+            assert_eq!(scans.record(7, 42, at, port), None);
+        }
+        assert!(scans.record(7, 42, 40, 5).is_some());
+        // More of the same burst: still the same scan.
+        assert_eq!(scans.record(7, 42, 50, 6), None);
+        // Another cgroup is another window; the same ports over and over are no scan.
+        for at in 0..50 {
+            assert_eq!(scans.record(7, 43, at, 80), None);
+        }
+        // After the window has passed, a new burst is a new scan.
+        assert_eq!(scans.record(7, 42, 5_000, 1), None);
+        for (offset, port) in [(1, 2), (2, 3), (3, 4)] {
+            assert_eq!(scans.record(7, 42, 5_000 + offset, port), None);
+        }
+        assert!(scans.record(7, 42, 5_004, 5).is_some());
+        assert_eq!(scans.count(7), 2);
+        assert_eq!(scans.count(8), 0);
     }
 
     #[test]

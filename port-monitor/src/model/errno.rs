@@ -5,6 +5,9 @@ pub const EADDRNOTAVAIL: u16 = 99;
 /// `bind()` found the port taken, or no free port for port 0 (`inet_csk_get_port`).
 pub const EADDRINUSE: u16 = 98;
 
+/// The destination answered the handshake with RST: nothing listens there.
+pub const ECONNREFUSED: u16 = 111;
+
 /// A UDP socket got no port on its first `connect()` or send (`inet_autobind`).
 pub const EAGAIN: u16 = 11;
 

@@ -163,6 +163,12 @@ pub struct FailureKind {
 }
 
 impl FailureKind {
+    /// Whether this is a `connect()` the destination refused (RST: nothing listening).
+    #[must_use]
+    pub fn is_refused(self) -> bool {
+        self.operation == Operation::Connect && self.errno == errno::ECONNREFUSED
+    }
+
     /// Whether this is a `bind()` to an explicit port that something else holds.
     #[must_use]
     pub fn is_bind_conflict(self) -> bool {
@@ -210,6 +216,10 @@ pub struct Failure {
     pub kind: FailureKind,
     /// Who made the call, when the kernel saw it in the caller's context.
     pub caller: Option<Caller>,
+    /// The cgroup v2 of the caller, or of the socket when the caller is unknown.
+    pub cgroup_id: Option<u64>,
+    /// When the kernel saw it (`CLOCK_MONOTONIC`, nanoseconds).
+    pub timestamp_ns: u64,
     pub local: std::net::SocketAddr,
     /// The destination of a `connect()`; `None` for `bind()`.
     pub remote: Option<std::net::SocketAddr>,
@@ -221,7 +231,6 @@ pub struct Caller {
     pub tgid: u32,
     pub pid: u32,
     pub comm: String,
-    pub cgroup_id: u64,
 }
 
 /// Counts about port-monitor itself.
@@ -251,6 +260,8 @@ pub struct Settings {
     pub near_exhaustion_ratio: f64,
     /// Share of capacity above which `TIME_WAIT` toward one destination accumulates.
     pub time_wait_share: f64,
+    /// When refused connections make a port scan.
+    pub port_scan: anomalies::PortScanLimits,
 }
 
 impl Default for Settings {
@@ -274,6 +285,7 @@ pub struct Model {
     retired: BTreeSet<NetnsId>,
     consistency: consistency::Consistency,
     crossings: anomalies::Crossings,
+    port_scans: anomalies::PortScans,
     last_anomaly: BTreeMap<AnomalyKind, LastAnomaly>,
 }
 
@@ -282,6 +294,7 @@ pub struct Model {
 pub struct LastAnomaly {
     pub netns: NetnsId,
     pub caller: Option<Caller>,
+    pub cgroup_id: Option<u64>,
     /// The destination, address or port it is about.
     pub subject: String,
 }
@@ -290,6 +303,7 @@ impl Model {
     #[must_use]
     pub fn new(settings: Settings) -> Self {
         Self {
+            port_scans: anomalies::PortScans::new(settings.port_scan),
             settings,
             ..Self::default()
         }
@@ -332,6 +346,7 @@ impl Model {
                     LastAnomaly {
                         netns: snapshot.netns,
                         caller: None,
+                        cgroup_id: None,
                         subject: subject.clone(),
                     },
                 );
@@ -361,6 +376,7 @@ impl Model {
         self.stats.snapshot_failures += failed.len() as u64;
         let alive: BTreeSet<NetnsId> = self.known_namespaces();
         self.crossings.retain(|netns| alive.contains(&netns));
+        self.port_scans.retain(|netns| alive.contains(&netns));
         self.last_anomaly
             .retain(|_, last| alive.contains(&last.netns));
         happened
@@ -408,15 +424,36 @@ impl Model {
         self.stats.error_keys_dropped = counters.error_keys_dropped;
     }
 
-    /// Counts a record received from the kernel programs.
-    pub fn apply_failure(&mut self, failure: &Failure) {
+    /// Counts a record received from the kernel programs. Returns a port scan it starts,
+    /// for the log.
+    pub fn apply_failure(&mut self, failure: &Failure) -> Option<String> {
         *self.stats.events.entry(failure.kind.operation).or_default() += 1;
+        if failure.kind.is_refused()
+            && let Some(remote) = failure.remote
+            && let Some(scan) = self.port_scans.record(
+                failure.netns,
+                failure.cgroup_id.unwrap_or(0),
+                failure.timestamp_ns,
+                remote.port(),
+            )
+        {
+            self.last_anomaly.insert(
+                AnomalyKind::PortScan,
+                LastAnomaly {
+                    netns: failure.netns,
+                    caller: None,
+                    cgroup_id: failure.cgroup_id,
+                    subject: scan.clone(),
+                },
+            );
+            return Some(scan);
+        }
         let kind = if failure.kind.is_exhaustion() {
             AnomalyKind::PortExhaustion
         } else if failure.kind.is_bind_conflict() {
             AnomalyKind::BindConflict
         } else {
-            return;
+            return None;
         };
         let subject = match failure.remote {
             Some(remote) => format!("{} -> {remote}", failure.local.ip()),
@@ -427,9 +464,11 @@ impl Model {
             LastAnomaly {
                 netns: failure.netns,
                 caller: failure.caller.clone(),
+                cgroup_id: failure.cgroup_id,
                 subject,
             },
         );
+        None
     }
 
     /// The anomalous conditions a namespace's snapshot shows.
@@ -469,7 +508,13 @@ impl Model {
             .known_namespaces()
             .into_iter()
             .flat_map(|netns| {
-                AnomalyKind::ALL.map(|kind| ((netns, kind), self.crossings.count(netns, kind)))
+                AnomalyKind::ALL.map(|kind| {
+                    let count = match kind {
+                        AnomalyKind::PortScan => self.port_scans.count(netns),
+                        kind => self.crossings.count(netns, kind),
+                    };
+                    ((netns, kind), count)
+                })
             })
             .collect();
         for (netns, kind, count) in self.failures() {

@@ -10,12 +10,13 @@ use crate::{
     support::{Exporter, Metrics, TestNetns, privileged},
 };
 
-const KINDS: [&str; 5] = [
+const KINDS: [&str; 6] = [
     "port_exhaustion",
     "near_exhaustion",
     "bind_conflict",
     "listener_in_ephemeral_range",
     "time_wait_accumulation",
+    "port_scan",
 ];
 
 pub fn anomalies(metrics: &Metrics, netns: &str, kind: &str) -> Option<f64> {
@@ -132,4 +133,48 @@ fn privileged_time_wait_toward_one_destination_accumulates() {
     // Six of ten ports in TIME_WAIT is also 60% utilization: below the 80% near-exhaustion line.
     assert_anomalies(&metrics, &id, &[("time_wait_accumulation", 1.0)]);
     drop(listener);
+}
+
+#[test]
+fn privileged_refusals_on_many_ports_are_a_port_scan() {
+    if !privileged("refusals_on_many_ports_are_a_port_scan") {
+        return;
+    }
+    let netns = TestNetns::new("scan");
+    let exporter = Exporter::start();
+    // Thirty closed ports in a row, once each: more distinct ports than the default 20.
+    let refused = netns.run(|| {
+        (1000..1030)
+            .filter(|port| TcpStream::connect((Ipv4Addr::LOCALHOST, *port)).is_err())
+            .count()
+    });
+    assert_eq!(refused, 30);
+    let id = netns.label();
+    let metrics = exporter.wait_until(Duration::from_secs(10), |m| {
+        anomalies(m, &id, "port_scan") == Some(1.0)
+    });
+    assert_anomalies(&metrics, &id, &[("port_scan", 1.0)]);
+    let last = [("kind", "port_scan"), ("netns", id.as_str())];
+    assert_eq!(
+        metrics.get("port_monitor_anomaly_last_info", &last),
+        Some(1.0),
+        "{}",
+        metrics.text
+    );
+
+    // Refused again and again on one port: not a scan (the default limit is 100 refusals).
+    let calm = TestNetns::new("noscan");
+    calm.run(|| {
+        for _ in 0..30 {
+            assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, 1)).is_err());
+        }
+    });
+    let calm_id = calm.label();
+    let metrics = exporter.wait_until(Duration::from_secs(10), |m| {
+        m.get(
+            "port_monitor_connect_errors_total",
+            &[("netns", &calm_id), ("errno", "ECONNREFUSED")],
+        ) == Some(30.0)
+    });
+    assert_anomalies(&metrics, &calm_id, &[]);
 }

@@ -161,6 +161,13 @@ fn privileged_refusals_on_many_ports_are_a_port_scan() {
         "{}",
         metrics.text
     );
+    // The refusals arrive in softirq, so the process is unknown, but the sockets' cgroup is.
+    let line = metrics
+        .text
+        .lines()
+        .find(|line| line.starts_with("port_monitor_anomaly_last_info{kind=\"port_scan\""))
+        .expect("last port scan");
+    assert!(!line.contains("cgroup_id=\"\""), "names the cgroup: {line}");
 
     // Refused again and again on one port: not a scan (the default limit is 100 refusals).
     let calm = TestNetns::new("noscan");

@@ -676,6 +676,27 @@ mod tests {
     }
 
     #[test]
+    fn every_metric_is_documented() {
+        let docs =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
+                .expect("docs/metrics.md");
+        for spec in ALL {
+            assert!(
+                docs.contains(spec.name),
+                "{} is missing from docs/metrics.md",
+                spec.name
+            );
+            for label in spec.labels {
+                assert!(
+                    docs.contains(label),
+                    "label {label} of {} is not documented",
+                    spec.name
+                );
+            }
+        }
+    }
+
+    #[test]
     fn every_family_has_help_and_a_type() {
         let text = exposition(&[], &[(key(7, Operation::Connect, 99, true), 1)]);
         for spec in ALL {

@@ -12,7 +12,9 @@
 pub mod anomalies;
 pub mod consistency;
 pub mod errno;
+mod failures;
 pub mod headroom;
+mod namespace;
 pub mod ports;
 pub mod sockets;
 
@@ -22,6 +24,8 @@ use port_monitor_common::{Operation, maps::ErrorKey};
 
 pub use self::{
     anomalies::AnomalyKind,
+    failures::{Caller, Failure, FailureKind},
+    namespace::{EphemeralRange, NamespaceGauges, NamespaceSnapshot},
     ports::{PortConfig, PortRange, PortSet},
     sockets::{Destination, Socket, SocketTally, TcpState},
 };
@@ -64,138 +68,6 @@ impl Protocol {
     }
 }
 
-/// What one namespace's socket tables and sysctls said at one moment.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NamespaceSnapshot {
-    pub netns: NetnsId,
-    /// A name from `/var/run/netns`, when the namespace has one.
-    pub name: Option<String>,
-    /// `None` when the sysctls could not be read (the reason is logged where it happened).
-    pub ports: Option<PortConfig>,
-    pub sockets: SocketTally,
-}
-
-/// The gauges of one namespace, derived from its latest snapshot.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct NamespaceGauges {
-    pub name: Option<String>,
-    /// Ephemeral range, reserved ports inside it, and capacity; `None` when unreadable.
-    pub ephemeral: Option<EphemeralRange>,
-    /// Per-destination and per-address use of the ephemeral range; empty when unreadable.
-    pub headroom: headroom::Headroom,
-    sockets: BTreeMap<(Protocol, TcpState), u64>,
-    ports_in_use: BTreeMap<(Protocol, PortRange), u32>,
-}
-
-/// A namespace's ephemeral port range, summarised.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EphemeralRange {
-    pub min: u16,
-    pub max: u16,
-    pub reserved: u32,
-    pub capacity: u32,
-}
-
-impl NamespaceGauges {
-    fn from_snapshot(snapshot: &NamespaceSnapshot, settings: &Settings) -> Self {
-        let mut sockets = BTreeMap::new();
-        let mut ports_in_use = BTreeMap::new();
-        // Every listed state has its series, at 0 when no socket is in it.
-        for protocol in Protocol::ALL {
-            for &state in TcpState::listed(protocol) {
-                sockets.insert((protocol, state), snapshot.sockets.sockets(protocol, state));
-            }
-            let used = snapshot.sockets.ports(protocol);
-            for range in PortRange::ALL {
-                let count = match (range.iana(), &snapshot.ports) {
-                    (Some(ports), _) => Some(used.count_in(ports)),
-                    (None, Some(config)) => Some(config.count_in_use(used, range)),
-                    (None, None) => None,
-                };
-                if let Some(count) = count {
-                    ports_in_use.insert((protocol, range), count);
-                }
-            }
-        }
-        Self {
-            headroom: snapshot
-                .ports
-                .as_ref()
-                .map(|ports| {
-                    headroom::headroom(&snapshot.sockets, ports, settings.top_destinations)
-                })
-                .unwrap_or_default(),
-            name: snapshot.name.clone(),
-            ephemeral: snapshot.ports.as_ref().map(|config| EphemeralRange {
-                min: *config.ephemeral.start(),
-                max: *config.ephemeral.end(),
-                reserved: config.reserved_in_range(),
-                capacity: config.capacity(),
-            }),
-            sockets,
-            ports_in_use,
-        }
-    }
-
-    /// Sockets by (protocol, state).
-    pub fn sockets(&self) -> impl Iterator<Item = (Protocol, TcpState, u64)> + '_ {
-        self.sockets
-            .iter()
-            .map(|(&(protocol, state), &count)| (protocol, state, count))
-    }
-
-    /// Distinct local ports held, by (protocol, range).
-    pub fn ports_in_use(&self) -> impl Iterator<Item = (Protocol, PortRange, u32)> + '_ {
-        self.ports_in_use
-            .iter()
-            .map(|(&(protocol, range), &count)| (protocol, range, count))
-    }
-}
-
-/// Labels of a failed-call counter within one namespace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FailureKind {
-    pub operation: Operation,
-    pub protocol: Protocol,
-    pub errno: u16,
-    /// The kernel was choosing the local port (connect without bind, bind to port 0).
-    pub auto_port: bool,
-}
-
-impl FailureKind {
-    /// Whether this is a `connect()` the destination refused (RST: nothing listening).
-    #[must_use]
-    pub fn is_refused(self) -> bool {
-        self.operation == Operation::Connect && self.errno == errno::ECONNREFUSED
-    }
-
-    /// Whether this is a `bind()` to an explicit port that something else holds.
-    #[must_use]
-    pub fn is_bind_conflict(self) -> bool {
-        self.operation == Operation::Bind && !self.auto_port && self.errno == errno::EADDRINUSE
-    }
-
-    /// Whether this failure means the namespace had no free port to give.
-    #[must_use]
-    pub fn is_exhaustion(self) -> bool {
-        self.auto_port
-            && match self.operation {
-                Operation::Connect => self.errno == errno::EADDRNOTAVAIL,
-                Operation::Bind => self.errno == errno::EADDRINUSE,
-                Operation::Autobind => self.errno == errno::EAGAIN,
-            }
-    }
-
-    fn from_key(key: &ErrorKey) -> Option<Self> {
-        Some(Self {
-            operation: Operation::from_u8(key.operation)?,
-            protocol: Protocol::from_ip(key.protocol)?,
-            errno: key.errno,
-            auto_port: key.auto_port != 0,
-        })
-    }
-}
-
 /// The kernel programs' counters, read from their maps: absolute values since they loaded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelCounters {
@@ -207,30 +79,6 @@ pub struct KernelCounters {
     pub events_lost: u64,
     /// Failed calls not counted because the error map was full.
     pub error_keys_dropped: u64,
-}
-
-/// A failed call as one ring buffer record describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    pub netns: NetnsId,
-    pub kind: FailureKind,
-    /// Who made the call, when the kernel saw it in the caller's context.
-    pub caller: Option<Caller>,
-    /// The cgroup v2 of the caller, or of the socket when the caller is unknown.
-    pub cgroup_id: Option<u64>,
-    /// When the kernel saw it (`CLOCK_MONOTONIC`, nanoseconds).
-    pub timestamp_ns: u64,
-    pub local: std::net::SocketAddr,
-    /// The destination of a `connect()`; `None` for `bind()`.
-    pub remote: Option<std::net::SocketAddr>,
-}
-
-/// The process behind a failed call.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Caller {
-    pub tgid: u32,
-    pub pid: u32,
-    pub comm: String,
 }
 
 /// Counts about port-monitor itself.
@@ -590,7 +438,7 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
-    use port_monitor_common::PROTOCOL_TCP;
+    use port_monitor_common::{PROTOCOL_TCP, maps::ErrorKey};
 
     use super::*;
 

@@ -1,0 +1,93 @@
+//! One namespace as the metrics show it: its snapshot reduced to gauges.
+
+use std::collections::BTreeMap;
+
+use super::{NetnsId, PortConfig, PortRange, Protocol, Settings, SocketTally, TcpState, headroom};
+
+/// What one namespace's socket tables and sysctls said at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceSnapshot {
+    pub netns: NetnsId,
+    /// A name from `/var/run/netns`, when the namespace has one.
+    pub name: Option<String>,
+    /// `None` when the sysctls could not be read (the reason is logged where it happened).
+    pub ports: Option<PortConfig>,
+    pub sockets: SocketTally,
+}
+
+/// The gauges of one namespace, derived from its latest snapshot.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NamespaceGauges {
+    pub name: Option<String>,
+    /// Ephemeral range, reserved ports inside it, and capacity; `None` when unreadable.
+    pub ephemeral: Option<EphemeralRange>,
+    /// Per-destination and per-address use of the ephemeral range; empty when unreadable.
+    pub headroom: headroom::Headroom,
+    sockets: BTreeMap<(Protocol, TcpState), u64>,
+    ports_in_use: BTreeMap<(Protocol, PortRange), u32>,
+}
+
+/// A namespace's ephemeral port range, summarised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EphemeralRange {
+    pub min: u16,
+    pub max: u16,
+    pub reserved: u32,
+    pub capacity: u32,
+}
+
+impl NamespaceGauges {
+    pub(super) fn from_snapshot(snapshot: &NamespaceSnapshot, settings: &Settings) -> Self {
+        let mut sockets = BTreeMap::new();
+        let mut ports_in_use = BTreeMap::new();
+        // Every listed state has its series, at 0 when no socket is in it.
+        for protocol in Protocol::ALL {
+            for &state in TcpState::listed(protocol) {
+                sockets.insert((protocol, state), snapshot.sockets.sockets(protocol, state));
+            }
+            let used = snapshot.sockets.ports(protocol);
+            for range in PortRange::ALL {
+                let count = match (range.iana(), &snapshot.ports) {
+                    (Some(ports), _) => Some(used.count_in(ports)),
+                    (None, Some(config)) => Some(config.count_in_use(used, range)),
+                    (None, None) => None,
+                };
+                if let Some(count) = count {
+                    ports_in_use.insert((protocol, range), count);
+                }
+            }
+        }
+        Self {
+            headroom: snapshot
+                .ports
+                .as_ref()
+                .map(|ports| {
+                    headroom::headroom(&snapshot.sockets, ports, settings.top_destinations)
+                })
+                .unwrap_or_default(),
+            name: snapshot.name.clone(),
+            ephemeral: snapshot.ports.as_ref().map(|config| EphemeralRange {
+                min: *config.ephemeral.start(),
+                max: *config.ephemeral.end(),
+                reserved: config.reserved_in_range(),
+                capacity: config.capacity(),
+            }),
+            sockets,
+            ports_in_use,
+        }
+    }
+
+    /// Sockets by (protocol, state).
+    pub fn sockets(&self) -> impl Iterator<Item = (Protocol, TcpState, u64)> + '_ {
+        self.sockets
+            .iter()
+            .map(|(&(protocol, state), &count)| (protocol, state, count))
+    }
+
+    /// Distinct local ports held, by (protocol, range).
+    pub fn ports_in_use(&self) -> impl Iterator<Item = (Protocol, PortRange, u32)> + '_ {
+        self.ports_in_use
+            .iter()
+            .map(|(&(protocol, range), &count)| (protocol, range, count))
+    }
+}

@@ -6,7 +6,9 @@
 //! namespaces: socket tables + sysctls ─────┘
 //! ```
 //! `kernel` loads and reads the programs, `netns` and `snapshot` read every namespace's
-//! socket tables, `model` holds the state as plain data, `exporter` renders and serves it.
+//! socket tables, `model` holds the state as plain data (gauges, headroom per destination,
+//! anomalies), `exporter` renders and serves it. `config` is the flags, `settings` the
+//! configuration file.
 
 pub mod config;
 pub mod daemon;

@@ -48,6 +48,9 @@ pub struct Anomalies {
     /// Distinct destination ports refused to one cgroup within the window that make a port
     /// scan (2-65535).
     pub port_scan_distinct_ports: usize,
+    /// Connections a second toward one destination, opened and closed between two snapshots
+    /// (so living less than `--snapshot.interval`), that make churn (0.1-1000000).
+    pub churn_per_second: f64,
 }
 
 impl Default for Anomalies {
@@ -58,6 +61,7 @@ impl Default for Anomalies {
             port_scan_window_seconds: 10.0,
             port_scan_refused: 100,
             port_scan_distinct_ports: 20,
+            churn_per_second: 100.0,
         }
     }
 }
@@ -154,6 +158,14 @@ impl FileConfig {
             let value = anomalies.port_scan_refused.to_string();
             return Err(invalid("anomalies.port_scan_refused", value, "2 to 100000"));
         }
+        if !(0.1..=1_000_000.0).contains(&anomalies.churn_per_second) {
+            let value = anomalies.churn_per_second.to_string();
+            return Err(invalid(
+                "anomalies.churn_per_second",
+                value,
+                "0.1 to 1000000",
+            ));
+        }
         if !(2..=65_535).contains(&anomalies.port_scan_distinct_ports) {
             let value = anomalies.port_scan_distinct_ports.to_string();
             return Err(invalid(
@@ -182,6 +194,7 @@ impl FileConfig {
                 refused: self.anomalies.port_scan_refused,
                 distinct_ports: self.anomalies.port_scan_distinct_ports,
             },
+            churn_per_second: self.anomalies.churn_per_second,
         }
     }
 }

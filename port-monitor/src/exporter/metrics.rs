@@ -559,7 +559,10 @@ mod tests {
                 sockets,
             }],
             &[],
-            0.5,
+            crate::model::Timing {
+                duration_seconds: 0.5,
+                since_previous_seconds: None,
+            },
         );
         for bytes in records {
             model.apply_failure(&decode::decode(bytes).expect("fixture decodes"));
@@ -799,7 +802,11 @@ mod golden {
             },
         ];
         let mut model = Model::default();
-        model.apply_snapshot(&snapshots, &[], 0.012);
+        let timing = crate::model::Timing {
+            duration_seconds: 0.012,
+            since_previous_seconds: None,
+        };
+        model.apply_snapshot(&snapshots, &[], timing);
         let mut exhausted = decode::tests::exhausted_connect();
         exhausted.netns = 4_026_532_001;
         model.apply_failure(&decode::decode(&decode::tests::record(&exhausted)).expect("fixture"));

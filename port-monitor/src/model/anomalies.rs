@@ -26,18 +26,22 @@ pub enum AnomalyKind {
     /// `TIME_WAIT` sockets toward one destination passed `anomalies.time_wait_share` of the
     /// namespace's capacity.
     TimeWaitAccumulation,
+    /// Connections toward one destination were opened and closed between two snapshots
+    /// (leaving `TIME_WAIT` behind) faster than `anomalies.churn_per_second`.
+    ConnectionChurn,
     /// One cgroup's connections were refused too often, or on too many distinct ports,
     /// within `anomalies.port_scan_window_seconds`.
     PortScan,
 }
 
 impl AnomalyKind {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::PortExhaustion,
         Self::NearExhaustion,
         Self::BindConflict,
         Self::ListenerInEphemeralRange,
         Self::TimeWaitAccumulation,
+        Self::ConnectionChurn,
         Self::PortScan,
     ];
 
@@ -49,6 +53,7 @@ impl AnomalyKind {
             Self::BindConflict => "bind_conflict",
             Self::ListenerInEphemeralRange => "listener_in_ephemeral_range",
             Self::TimeWaitAccumulation => "time_wait_accumulation",
+            Self::ConnectionChurn => "connection_churn",
             Self::PortScan => "port_scan",
         }
     }
@@ -59,6 +64,7 @@ impl AnomalyKind {
 pub struct Conditions {
     pub near_exhaustion: BTreeSet<Destination>,
     pub time_wait_accumulation: BTreeSet<Destination>,
+    pub connection_churn: BTreeSet<Destination>,
     pub listeners_in_ephemeral_range: BTreeSet<u16>,
 }
 
@@ -90,6 +96,13 @@ impl Crossings {
             AnomalyKind::TimeWaitAccumulation,
             now.time_wait_accumulation
                 .difference(&previous.time_wait_accumulation)
+                .map(describe)
+                .collect(),
+        );
+        count(
+            AnomalyKind::ConnectionChurn,
+            now.connection_churn
+                .difference(&previous.connection_churn)
                 .map(describe)
                 .collect(),
         );

@@ -18,7 +18,7 @@ mod namespace;
 pub mod ports;
 pub mod sockets;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use port_monitor_common::{Operation, maps::ErrorKey};
 
@@ -110,6 +110,18 @@ pub struct Settings {
     pub time_wait_share: f64,
     /// When refused connections make a port scan.
     pub port_scan: anomalies::PortScanLimits,
+    /// Connections a second, opened and closed between snapshots toward one destination,
+    /// that make churn.
+    pub churn_per_second: f64,
+}
+
+/// When a snapshot was taken, for rates.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Timing {
+    /// How long reading every namespace took.
+    pub duration_seconds: f64,
+    /// Time since the previous snapshot began; `None` for the first.
+    pub since_previous_seconds: Option<f64>,
 }
 
 impl Default for Settings {
@@ -134,6 +146,8 @@ pub struct Model {
     consistency: consistency::Consistency,
     crossings: anomalies::Crossings,
     port_scans: anomalies::PortScans,
+    /// Each namespace's connections at its previous snapshot (hashed 4-tuples).
+    previous_connections: HashMap<NetnsId, HashSet<u64>>,
     last_anomaly: BTreeMap<AnomalyKind, LastAnomaly>,
 }
 
@@ -165,7 +179,7 @@ impl Model {
         &mut self,
         snapshots: &[NamespaceSnapshot],
         failed: &[NetnsId],
-        seconds: f64,
+        timing: Timing,
     ) -> Vec<(NetnsId, AnomalyKind, String)> {
         let mut namespaces: BTreeMap<NetnsId, NamespaceGauges> = snapshots
             .iter()
@@ -184,10 +198,14 @@ impl Model {
         self.namespaces = namespaces;
         let mut happened = Vec::new();
         for snapshot in snapshots {
+            let churn = self.churn(snapshot, timing.since_previous_seconds);
             let Some(gauges) = self.namespaces.get(&snapshot.netns) else {
                 continue;
             };
-            let conditions = self.conditions(snapshot, gauges);
+            let conditions = anomalies::Conditions {
+                connection_churn: churn,
+                ..self.conditions(snapshot, gauges)
+            };
             for (kind, subject) in self.crossings.update(snapshot.netns, conditions) {
                 self.last_anomaly.insert(
                     kind,
@@ -220,11 +238,13 @@ impl Model {
         }
         self.unseen = unseen.difference(&self.retired).copied().collect();
         self.stats.snapshots += 1;
-        self.stats.last_snapshot_seconds = seconds;
+        self.stats.last_snapshot_seconds = timing.duration_seconds;
         self.stats.snapshot_failures += failed.len() as u64;
         let alive: BTreeSet<NetnsId> = self.known_namespaces();
         self.crossings.retain(|netns| alive.contains(&netns));
         self.port_scans.retain(|netns| alive.contains(&netns));
+        self.previous_connections
+            .retain(|netns, _| alive.contains(netns));
         self.last_anomaly
             .retain(|_, last| alive.contains(&last.netns));
         happened
@@ -319,6 +339,34 @@ impl Model {
         None
     }
 
+    /// Destinations with connections opened and closed since the namespace's previous
+    /// snapshot (a `TIME_WAIT` socket whose connection that snapshot did not list) at more
+    /// than the churn rate. Remembers this snapshot's connections for the next.
+    fn churn(
+        &mut self,
+        snapshot: &NamespaceSnapshot,
+        since_previous: Option<f64>,
+    ) -> BTreeSet<Destination> {
+        let current = snapshot.sockets.connections().clone();
+        let Some(previous) = self.previous_connections.insert(snapshot.netns, current) else {
+            return BTreeSet::new();
+        };
+        let Some(seconds) = since_previous.filter(|seconds| *seconds > 0.0) else {
+            return BTreeSet::new();
+        };
+        let mut churned: BTreeMap<Destination, u32> = BTreeMap::new();
+        for (destination, tuple) in snapshot.sockets.time_wait() {
+            if !previous.contains(tuple) {
+                *churned.entry(*destination).or_default() += 1;
+            }
+        }
+        churned
+            .into_iter()
+            .filter(|(_, count)| f64::from(*count) / seconds > self.settings.churn_per_second)
+            .map(|(destination, _)| destination)
+            .collect()
+    }
+
     /// The anomalous conditions a namespace's snapshot shows.
     fn conditions(
         &self,
@@ -331,6 +379,7 @@ impl Model {
         let capacity = f64::from(ports.capacity().max(1));
         let destinations = gauges.headroom.all.values();
         anomalies::Conditions {
+            connection_churn: BTreeSet::new(),
             near_exhaustion: destinations
                 .clone()
                 .filter(|use_| use_.ratio >= self.settings.near_exhaustion_ratio)
@@ -477,7 +526,7 @@ mod tests {
                 ],
             )],
             &[],
-            0.01,
+            Timing::default(),
         );
         let (_, gauges) = model.namespaces().next().expect("one namespace");
         let sockets: BTreeMap<_, _> = gauges
@@ -514,9 +563,9 @@ mod tests {
         model.apply_snapshot(
             &[snapshot(1, &[(TcpState::Listen, 80)]), snapshot(2, &[])],
             &[],
-            0.0,
+            Timing::default(),
         );
-        model.apply_snapshot(&[snapshot(2, &[])], &[1], 0.0);
+        model.apply_snapshot(&[snapshot(2, &[])], &[1], Timing::default());
         assert_eq!(
             model
                 .namespaces()
@@ -537,16 +586,20 @@ mod tests {
             ],
             ..KernelCounters::default()
         };
-        model.apply_snapshot(&[snapshot(1, &[]), snapshot(2, &[])], &[], 0.0);
+        model.apply_snapshot(
+            &[snapshot(1, &[]), snapshot(2, &[])],
+            &[],
+            Timing::default(),
+        );
         model.apply_kernel_counters(&counters);
         assert_eq!(model.failures().count(), 2);
 
         // Namespace 2 is deleted: its gauges go at once, its counters after one more
         // snapshot that does not find it either (it could have been created after discovery).
-        model.apply_snapshot(&[snapshot(1, &[])], &[], 0.0);
+        model.apply_snapshot(&[snapshot(1, &[])], &[], Timing::default());
         assert_eq!(model.namespaces().count(), 1);
         assert!(model.retired().is_empty());
-        model.apply_snapshot(&[snapshot(1, &[])], &[], 0.0);
+        model.apply_snapshot(&[snapshot(1, &[])], &[], Timing::default());
         assert_eq!(model.retired(), [2]);
         assert_eq!(
             model.known_namespaces().into_iter().collect::<Vec<_>>(),
@@ -564,6 +617,55 @@ mod tests {
         );
         model.forget_retired(&[2]);
         assert!(model.retired().is_empty());
+    }
+
+    #[test]
+    fn connections_opened_and_closed_between_snapshots_are_churn() {
+        let settings = Settings {
+            churn_per_second: 2.0,
+            ..Settings::default()
+        };
+        let mut model = Model::new(settings);
+        let namespace = |sockets: &[(TcpState, &str, &str)]| {
+            let mut tally = SocketTally::default();
+            for &(state, local, remote) in sockets {
+                tally.add(&sockets::socket(Protocol::Tcp, state, local, remote));
+            }
+            NamespaceSnapshot {
+                netns: 1,
+                name: None,
+                ports: Some(PortConfig {
+                    ephemeral: 40000..=49999,
+                    reserved: PortSet::default(),
+                }),
+                sockets: tally,
+            }
+        };
+        let second = Timing {
+            duration_seconds: 0.0,
+            since_previous_seconds: Some(1.0),
+        };
+        let long_lived = (TcpState::Established, "10.0.0.2:40000", "10.0.0.1:443");
+        model.apply_snapshot(&[namespace(&[long_lived])], &[], Timing::default());
+        // The long-lived one closed (its TIME_WAIT was listed before as established): not
+        // churn. Two new ones to :443 opened and closed within the second: 2/s, not above 2.
+        let quiet = namespace(&[
+            (TcpState::TimeWait, "10.0.0.2:40000", "10.0.0.1:443"),
+            (TcpState::TimeWait, "10.0.0.2:40001", "10.0.0.1:443"),
+            (TcpState::TimeWait, "10.0.0.2:40002", "10.0.0.1:443"),
+        ]);
+        let happened = model.apply_snapshot(&[quiet], &[], second);
+        assert!(happened.is_empty(), "{happened:?}");
+        // Three new ones to :80 within the next second: above 2/s.
+        let busy = namespace(&[
+            (TcpState::TimeWait, "10.0.0.2:40003", "10.0.0.1:80"),
+            (TcpState::TimeWait, "10.0.0.2:40004", "10.0.0.1:80"),
+            (TcpState::TimeWait, "10.0.0.2:40005", "10.0.0.1:80"),
+        ]);
+        let happened = model.apply_snapshot(&[busy], &[], second);
+        assert_eq!(happened.len(), 1, "{happened:?}");
+        assert_eq!(happened[0].1, AnomalyKind::ConnectionChurn);
+        assert_eq!(model.anomalies()[&(1, AnomalyKind::ConnectionChurn)], 1);
     }
 
     #[test]

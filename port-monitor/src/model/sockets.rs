@@ -2,7 +2,8 @@
 //! need: a count per (protocol, state) and the set of local ports held per protocol.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
+    hash::{Hash as _, Hasher as _},
     net::{IpAddr, SocketAddr},
 };
 
@@ -160,6 +161,11 @@ pub struct SocketTally {
     destinations: HashMap<Destination, DestinationSockets>,
     /// UDP local ports by local address (unspecified for a wildcard bind).
     udp_addresses: HashMap<IpAddr, Vec<u16>>,
+    /// Every connected TCP socket's 4-tuple, hashed: the next snapshot tells by them which
+    /// connections are new.
+    connections: HashSet<u64>,
+    /// `TIME_WAIT` sockets: their destination and hashed 4-tuple.
+    time_wait: Vec<(Destination, u64)>,
 }
 
 impl SocketTally {
@@ -184,6 +190,8 @@ impl SocketTally {
             (Protocol::Tcp, state)
                 if socket.remote.port() != 0 && !self.bound_tcp.contains(port) =>
             {
+                let tuple = four_tuple(socket);
+                self.connections.insert(tuple);
                 let destination = Destination {
                     source: socket.local.ip(),
                     address: socket.remote.ip(),
@@ -191,7 +199,10 @@ impl SocketTally {
                 };
                 let entry = self.destinations.entry(destination).or_default();
                 entry.local_ports.push(port);
-                entry.time_wait += u32::from(state == TcpState::TimeWait);
+                if state == TcpState::TimeWait {
+                    entry.time_wait += 1;
+                    self.time_wait.push((destination, tuple));
+                }
             }
             (Protocol::Tcp, _) => {}
             (Protocol::Udp, _) => self
@@ -231,10 +242,28 @@ impl SocketTally {
         self.destinations.iter()
     }
 
+    /// Hashed 4-tuples of the connected TCP sockets.
+    #[must_use]
+    pub fn connections(&self) -> &HashSet<u64> {
+        &self.connections
+    }
+
+    /// `TIME_WAIT` sockets, with their destination and hashed 4-tuple.
+    pub fn time_wait(&self) -> impl Iterator<Item = &(Destination, u64)> {
+        self.time_wait.iter()
+    }
+
     /// UDP local ports by local address.
     pub fn udp_addresses(&self) -> impl Iterator<Item = (&IpAddr, &Vec<u16>)> {
         self.udp_addresses.iter()
     }
+}
+
+/// A connection's identity across snapshots: its 4-tuple, hashed (8 bytes instead of 36).
+fn four_tuple(socket: &Socket) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (socket.local, socket.remote).hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A socket for tests: `local` and `remote` as "address:port".

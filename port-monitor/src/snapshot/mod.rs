@@ -15,7 +15,7 @@ use std::{
 
 use crate::{
     kernel::TransitionReader,
-    model::{Model, NamespaceSnapshot, NetnsId, SocketTally, consistency::Transitions},
+    model::{Model, NamespaceSnapshot, NetnsId, SocketTally, Timing, consistency::Transitions},
     netns::{self, Netns, NetnsError},
 };
 
@@ -110,16 +110,21 @@ pub fn spawn(
         .name("snapshot".into())
         .spawn(move || {
             let mut on_first = Some(on_first);
+            let mut previous_start = None;
             loop {
+                let started = Instant::now();
                 let before = read_transitions(&transitions);
                 let snapshot = snapshot_node(&proc);
                 let after = read_transitions(&transitions);
                 let mut model = model.write().unwrap_or_else(PoisonError::into_inner);
-                let anomalies = model.apply_snapshot(
-                    &snapshot.namespaces,
-                    &snapshot.failed,
-                    snapshot.duration.as_secs_f64(),
-                );
+                let timing = Timing {
+                    duration_seconds: snapshot.duration.as_secs_f64(),
+                    since_previous_seconds: previous_start
+                        .map(|start: Instant| started.duration_since(start).as_secs_f64()),
+                };
+                previous_start = Some(started);
+                let anomalies =
+                    model.apply_snapshot(&snapshot.namespaces, &snapshot.failed, timing);
                 for (netns, kind, subject) in anomalies {
                     tracing::warn!(netns, kind = kind.label(), subject, "anomaly");
                 }

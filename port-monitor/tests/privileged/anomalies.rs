@@ -10,12 +10,13 @@ use crate::{
     support::{Exporter, Metrics, TestNetns, privileged},
 };
 
-const KINDS: [&str; 6] = [
+const KINDS: [&str; 7] = [
     "port_exhaustion",
     "near_exhaustion",
     "bind_conflict",
     "listener_in_ephemeral_range",
     "time_wait_accumulation",
+    "connection_churn",
     "port_scan",
 ];
 
@@ -49,10 +50,11 @@ fn privileged_normal_traffic_is_no_anomaly() {
     }
     let netns = TestNetns::new("calm");
     let exporter = Exporter::start();
-    // A server on a registered port, clients coming and going, some TIME_WAIT.
+    // A server on a registered port, a few clients coming and going (some TIME_WAIT, at a
+    // rate far below the default churn threshold of 100 a second), some staying.
     let held = netns.run(|| {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 8080)).expect("listen");
-        for _ in 0..20 {
+        for _ in 0..5 {
             let client = TcpStream::connect((Ipv4Addr::LOCALHOST, 8080)).expect("connect");
             let (server, _) = listener.accept().expect("accept");
             drop(client);
@@ -184,4 +186,43 @@ fn privileged_refusals_on_many_ports_are_a_port_scan() {
         ) == Some(30.0)
     });
     assert_anomalies(&metrics, &calm_id, &[]);
+}
+
+#[test]
+fn privileged_many_short_connections_to_one_destination_are_churn() {
+    if !privileged("many_short_connections_to_one_destination_are_churn") {
+        return;
+    }
+    let netns = TestNetns::new("churny");
+    let exporter = Exporter::start();
+    // Hundreds of connections a second to one server, each closed by the client at once:
+    // the default threshold is 100 a second.
+    netns.run(|| {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 9100)).expect("listen");
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(1) {
+            let client = TcpStream::connect((Ipv4Addr::LOCALHOST, 9100)).expect("connect");
+            let (server, _) = listener.accept().expect("accept");
+            drop(client);
+            drop(server);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    let id = netns.label();
+    let metrics = exporter.wait_until(Duration::from_secs(10), |m| {
+        anomalies(m, &id, "connection_churn").is_some_and(|count| count >= 1.0)
+    });
+    let churn = anomalies(&metrics, &id, "connection_churn").unwrap_or(0.0);
+    assert!(churn >= 1.0, "churn seen:\n{}", metrics.text);
+    let last = [
+        ("kind", "connection_churn"),
+        ("netns", id.as_str()),
+        ("subject", "127.0.0.1 -> 127.0.0.1:9100"),
+    ];
+    assert_eq!(
+        metrics.get("port_monitor_anomaly_last_info", &last),
+        Some(1.0),
+        "{}",
+        metrics.text
+    );
 }

@@ -55,22 +55,22 @@ pub struct Config {
 
     /// How often to read every namespace's socket tables (e.g. 5s, 500ms). Gauges are exact
     /// as of the latest read; a shorter interval costs more CPU on nodes with many sockets.
+    /// [default: 5s, or the value in the configuration file]
     #[arg(
         long = "snapshot.interval",
         env = "PORT_MONITOR_SNAPSHOT_INTERVAL",
-        default_value = "5s",
         value_parser = parse_interval
     )]
-    pub snapshot_interval: Duration,
+    pub snapshot_interval: Option<Duration>,
 
     /// How often to read the kernel programs' counters and records (e.g. 1s, 200ms).
+    /// [default: 1s, or the value in the configuration file]
     #[arg(
         long = "kernel.poll-interval",
         env = "PORT_MONITOR_KERNEL_POLL_INTERVAL",
-        default_value = "1s",
         value_parser = parse_interval
     )]
-    pub poll_interval: Duration,
+    pub poll_interval: Option<Duration>,
 
     /// Which hook watches TCP state changes: auto picks tp-btf when the kernel accepts it
     /// and falls back to the classic tracepoint.
@@ -184,7 +184,11 @@ fn parse_telemetry_path(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-fn parse_interval(text: &str) -> Result<Duration, String> {
+/// Parses an interval ("5s", "500ms") no shorter than 50 ms.
+///
+/// # Errors
+/// When the text is not such a duration.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
     let interval = humantime::parse_duration(text)
         .map_err(|error| format!("expected a duration such as 5s or 500ms: {error}"))?;
     if interval < MIN_INTERVAL {
@@ -210,7 +214,10 @@ mod tests {
         let config = parse(&[]).expect("defaults are valid");
         assert_eq!(config.listen_address, "[::]:9977".parse().expect("literal"));
         assert_eq!(config.telemetry_path, "/metrics");
-        assert_eq!(config.snapshot_interval, Duration::from_secs(5));
+        assert_eq!(
+            config.snapshot_interval, None,
+            "the file's or the built-in default"
+        );
     }
 
     #[test]
@@ -228,7 +235,7 @@ mod tests {
         );
         assert_eq!(config.telemetry_path, "/prom");
         assert_eq!(config.log_level, LogLevel::Debug);
-        assert_eq!(config.snapshot_interval, Duration::from_millis(250));
+        assert_eq!(config.snapshot_interval, Some(Duration::from_millis(250)));
     }
 
     #[test]

@@ -58,9 +58,11 @@ const REVISION: &str = env!("PORT_MONITOR_REVISION");
 
 async fn serve(config: Config) -> Result<()> {
     // Refuse a bad configuration before touching the network or the kernel.
-    let settings = FileConfig::load(config.config_file.as_deref())
-        .context("invalid configuration file (--config.file)")?
-        .settings();
+    let file = FileConfig::load(config.config_file.as_deref())
+        .context("invalid configuration file (--config.file)")?;
+    let settings = file.settings();
+    let snapshot_interval = file.snapshot_interval(config.snapshot_interval);
+    let poll_interval = file.poll_interval(config.poll_interval);
     // Bind first: a port already taken is the most common start-up mistake, and finding it
     // before loading anything into the kernel keeps the failure cheap and clear.
     let listener = server::bind(config.listen_address).await.with_context(|| {
@@ -87,7 +89,7 @@ async fn serve(config: Config) -> Result<()> {
     let ready = Arc::clone(&endpoint);
     let snapshots = snapshot::spawn(
         config.procfs.clone(),
-        config.snapshot_interval,
+        snapshot_interval,
         Arc::clone(&model),
         kernel.transitions(),
         snapshots_stopped,
@@ -100,7 +102,7 @@ async fn serve(config: Config) -> Result<()> {
         kernel,
         events,
         Arc::clone(&model),
-        config.poll_interval,
+        poll_interval,
         shutdown_rx,
     ));
 

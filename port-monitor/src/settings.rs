@@ -2,7 +2,7 @@
 //! once for its fleet. Every field has a default, so an empty file, or none, is valid; a value
 //! out of range is refused at start-up with the field's name and what is accepted.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use serde::Deserialize;
 
@@ -13,8 +13,29 @@ use crate::model::Settings;
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
+    pub intervals: Intervals,
     pub destinations: Destinations,
     pub anomalies: Anomalies,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Intervals {
+    /// How often every namespace's socket tables are read ("5s", "500ms"; at least 50ms).
+    /// `--snapshot.interval` overrides it.
+    pub snapshot: String,
+    /// How often the kernel programs' counters are read. `--kernel.poll-interval` overrides
+    /// it.
+    pub kernel_poll: String,
+}
+
+impl Default for Intervals {
+    fn default() -> Self {
+        Self {
+            snapshot: "5s".into(),
+            kernel_poll: "1s".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -122,6 +143,18 @@ impl FileConfig {
             value,
             accepted,
         };
+        for (field, value) in [
+            ("intervals.snapshot", &self.intervals.snapshot),
+            ("intervals.kernel_poll", &self.intervals.kernel_poll),
+        ] {
+            if crate::config::parse_interval(value).is_err() {
+                return Err(invalid(
+                    field,
+                    format!("{value:?}"),
+                    "a duration such as \"5s\" or \"500ms\", at least 50ms",
+                ));
+            }
+        }
         if !(1..=100).contains(&self.destinations.top) {
             return Err(invalid(
                 "destinations.top",
@@ -177,6 +210,20 @@ impl FileConfig {
         Ok(())
     }
 
+    /// The snapshot interval: the flag's if given, else this file's.
+    #[must_use]
+    pub fn snapshot_interval(&self, flag: Option<Duration>) -> Duration {
+        flag.or_else(|| crate::config::parse_interval(&self.intervals.snapshot).ok())
+            .unwrap_or(Duration::from_secs(5))
+    }
+
+    /// The kernel poll interval: the flag's if given, else this file's.
+    #[must_use]
+    pub fn poll_interval(&self, flag: Option<Duration>) -> Duration {
+        flag.or_else(|| crate::config::parse_interval(&self.intervals.kernel_poll).ok())
+            .unwrap_or(Duration::from_secs(1))
+    }
+
     /// What the model computes with.
     #[must_use]
     pub fn settings(&self) -> Settings {
@@ -219,6 +266,12 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(config.destinations.top, 10);
+        assert_eq!(config.snapshot_interval(None), Duration::from_secs(5));
+        assert_eq!(
+            config.snapshot_interval(Some(Duration::from_secs(2))),
+            Duration::from_secs(2),
+            "the flag wins"
+        );
         assert_eq!(
             config.settings().near_exhaustion_ratio.to_bits(),
             0.9_f64.to_bits()
@@ -243,6 +296,10 @@ mod tests {
             (
                 "[anomalies]\ntime_wait_share = 0",
                 "anomalies.time_wait_share = 0",
+            ),
+            (
+                "[intervals]\nsnapshot = \"5\"",
+                "intervals.snapshot = \"5\" is out of range",
             ),
             (
                 "[anomalies]\nport_scan_refused = 1",

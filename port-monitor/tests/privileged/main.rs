@@ -14,6 +14,7 @@ mod anomalies;
 mod bind_errors;
 mod check;
 mod churn;
+mod config_file;
 mod exhaustion;
 mod exposition;
 mod ground_truth;

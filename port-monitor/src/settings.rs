@@ -44,11 +44,18 @@ pub struct Destinations {
     /// TCP destinations per namespace that get their own `port_monitor_destination_*`
     /// series, busiest first (1-100). The max-ratio gauge looks at every destination anyway.
     pub top: usize,
+    /// Whether destination series carry the source address (`src_addr`). Exhaustion is per
+    /// source address; with `false`, each destination address and port shows its busiest
+    /// source and `src_addr` is empty, which keeps series stable when pod addresses change.
+    pub source_address_label: bool,
 }
 
 impl Default for Destinations {
     fn default() -> Self {
-        Self { top: 5 }
+        Self {
+            top: 5,
+            source_address_label: true,
+        }
     }
 }
 
@@ -229,6 +236,7 @@ impl FileConfig {
     pub fn settings(&self) -> Settings {
         Settings {
             top_destinations: self.destinations.top,
+            destination_source_address: self.destinations.source_address_label,
             near_exhaustion_ratio: self.anomalies.near_exhaustion_ratio,
             time_wait_share: self.anomalies.time_wait_share,
             port_scan: crate::model::anomalies::PortScanLimits {

@@ -313,7 +313,11 @@ fn namespace_gauges(model: &Model) -> [Family<'static>; 10] {
         for use_ in &gauges.headroom.top {
             let destination = &use_.destination;
             let (source, address, port) = (
-                destination.source.to_string(),
+                if destination.source.is_unspecified() {
+                    String::new()
+                } else {
+                    destination.source.to_string()
+                },
                 destination.address.to_string(),
                 destination.port.to_string(),
             );

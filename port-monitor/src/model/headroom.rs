@@ -39,7 +39,7 @@ pub struct Headroom {
 
 /// Computes the headroom of a namespace from its socket table and port settings.
 #[must_use]
-pub fn headroom(sockets: &SocketTally, ports: &PortConfig, top_k: usize) -> Headroom {
+pub fn headroom(sockets: &SocketTally, ports: &PortConfig, top: Top) -> Headroom {
     let capacity = f64::from(ports.capacity().max(1));
     let ephemeral = |port: u16| ports.ephemeral.contains(&port) && !ports.reserved.contains(port);
     let bound = sockets.bound_tcp();
@@ -89,11 +89,15 @@ pub fn headroom(sockets: &SocketTally, ports: &PortConfig, top_k: usize) -> Head
         })
         .fold(wildcard_count, u32::max);
 
-    let mut top: Vec<DestinationUse> = all.values().cloned().collect();
-    top.sort_by_key(|use_| (Reverse(use_.ports), use_.destination));
-    top.truncate(top_k);
+    let mut busiest: Vec<DestinationUse> = if top.by_source {
+        all.values().cloned().collect()
+    } else {
+        merge_sources(all.values())
+    };
+    busiest.sort_by_key(|use_| (Reverse(use_.ports), use_.destination));
+    busiest.truncate(top.count);
     Headroom {
-        top,
+        top: busiest,
         all,
         max_ratio: [
             (Protocol::Tcp, tcp_max),
@@ -101,6 +105,41 @@ pub fn headroom(sockets: &SocketTally, ports: &PortConfig, top_k: usize) -> Head
         ]
         .into(),
     }
+}
+
+/// Which destinations get their own series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Top {
+    /// How many, busiest first.
+    pub count: usize,
+    /// Whether the source address tells destinations apart. When not, each destination
+    /// address and port shows its most-used source (exhaustion is per source), with the
+    /// source left unspecified.
+    pub by_source: bool,
+}
+
+/// One entry per destination address and port: the busiest source's use, source unspecified.
+fn merge_sources<'a>(
+    destinations: impl Iterator<Item = &'a DestinationUse>,
+) -> Vec<DestinationUse> {
+    let mut merged: BTreeMap<(IpAddr, u16), DestinationUse> = BTreeMap::new();
+    for use_ in destinations {
+        let key = (use_.destination.address, use_.destination.port);
+        let busier = merged
+            .get(&key)
+            .is_none_or(|known| use_.ports > known.ports);
+        if busier {
+            let unspecified = if use_.destination.address.is_ipv4() {
+                IpAddr::from([0, 0, 0, 0])
+            } else {
+                IpAddr::from([0u16; 8])
+            };
+            let mut use_ = use_.clone();
+            use_.destination.source = unspecified;
+            merged.insert(key, use_);
+        }
+    }
+    merged.into_values().collect()
 }
 
 fn count(ports: impl Iterator<Item = u16>, keep: impl Fn(u16) -> bool) -> u32 {
@@ -145,7 +184,14 @@ mod tests {
             (Protocol::Tcp, Established, "10.0.0.2:5000", HOT),
             (Protocol::Tcp, Established, "10.0.0.2:40009", HOT),
         ]);
-        let headroom = headroom(&tally, &config(), 1);
+        let headroom = headroom(
+            &tally,
+            &config(),
+            Top {
+                count: 1,
+                by_source: true,
+            },
+        );
         let hot = &headroom.top[0];
         assert_eq!(hot.destination.address.to_string(), "10.0.0.1");
         assert_eq!((hot.ports, hot.time_wait), (3, 1));
@@ -153,6 +199,27 @@ mod tests {
         assert_eq!(headroom.top.len(), 1, "only the top K");
         assert_eq!(headroom.all.len(), 2, "but every destination is checked");
         assert!((headroom.max_ratio[&Protocol::Tcp] - 3.0 / 9.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn without_source_labels_each_destination_shows_its_busiest_source() {
+        let tally = tally(&[
+            (Protocol::Tcp, Established, "10.0.0.2:40000", HOT),
+            (Protocol::Tcp, Established, "10.0.0.2:40001", HOT),
+            (Protocol::Tcp, Established, "10.0.0.3:40000", HOT),
+        ]);
+        let headroom = headroom(
+            &tally,
+            &config(),
+            Top {
+                count: 5,
+                by_source: false,
+            },
+        );
+        assert_eq!(headroom.top.len(), 1);
+        assert_eq!(headroom.top[0].ports, 2, "the busiest source, not the sum");
+        assert!(headroom.top[0].destination.source.is_unspecified());
+        assert_eq!(headroom.all.len(), 2, "anomalies still see each source");
     }
 
     #[test]
@@ -168,7 +235,14 @@ mod tests {
                 "10.0.0.7:51000",
             ),
         ]);
-        let headroom = headroom(&tally, &config(), 5);
+        let headroom = headroom(
+            &tally,
+            &config(),
+            Top {
+                count: 5,
+                by_source: true,
+            },
+        );
         assert_eq!(headroom.top.len(), 1);
         assert!((headroom.top[0].ratio - 2.0 / 9.0).abs() < 1e-9);
     }
@@ -196,7 +270,14 @@ mod tests {
                 "0.0.0.0:0",
             ),
         ]);
-        let headroom = headroom(&tally, &config(), 5);
+        let headroom = headroom(
+            &tally,
+            &config(),
+            Top {
+                count: 5,
+                by_source: true,
+            },
+        );
         assert!((headroom.max_ratio[&Protocol::Udp] - 3.0 / 9.0).abs() < 1e-9);
         assert!(
             headroom.max_ratio[&Protocol::Tcp].abs() < 1e-9,

@@ -104,6 +104,8 @@ pub struct SelfStats {
 pub struct Settings {
     /// TCP destinations per namespace with their own series.
     pub top_destinations: usize,
+    /// Whether destination series tell source addresses apart (`src_addr`).
+    pub destination_source_address: bool,
     /// Utilization ratio from which a destination is near exhaustion.
     pub near_exhaustion_ratio: f64,
     /// Share of capacity above which `TIME_WAIT` toward one destination accumulates.

@@ -62,7 +62,11 @@ impl NamespaceGauges {
                 .ports
                 .as_ref()
                 .map(|ports| {
-                    headroom::headroom(&snapshot.sockets, ports, settings.top_destinations)
+                    let top = headroom::Top {
+                        count: settings.top_destinations,
+                        by_source: settings.destination_source_address,
+                    };
+                    headroom::headroom(&snapshot.sockets, ports, top)
                 })
                 .unwrap_or_default(),
             name: snapshot.name.clone(),

@@ -22,7 +22,7 @@ fn privileged_the_config_file_sets_how_many_destinations_get_series() {
     }
     let path = write_config(
         "top1",
-        "[destinations]\ntop = 1\n[anomalies]\nnear_exhaustion_ratio = 0.5\n",
+        "[destinations]\ntop = 1\nsource_address_label = false\n[anomalies]\nnear_exhaustion_ratio = 0.5\n",
     );
     let netns = TestNetns::new("conf");
     netns.sysctl("net.ipv4.ip_local_port_range", "40000 40009");
@@ -58,6 +58,10 @@ fn privileged_the_config_file_sets_how_many_destinations_get_series() {
     assert!(
         series[0].contains("dst_port=\"9000\"") && series[0].ends_with(" 6"),
         "{series:?}"
+    );
+    assert!(
+        series[0].contains("src_addr=\"\""),
+        "source address left out: {series:?}"
     );
     drop(held);
     let _ = std::fs::remove_file(path);

@@ -18,3 +18,4 @@ pub mod model;
 pub mod netns;
 pub mod settings;
 pub mod snapshot;
+pub mod workloads;

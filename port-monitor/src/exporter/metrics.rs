@@ -94,6 +94,11 @@ pub const NAMESPACE_INFO: Spec = gauge(
     "A network namespace with its name under /var/run/netns (empty when it has none).",
     &["netns", "name"],
 );
+pub const NETNS_WORKLOAD_INFO: Spec = gauge(
+    "port_monitor_netns_workload_info",
+    "The pod and container a network namespace belongs to, from a process's cgroup path.",
+    &["netns", "pod_uid", "container_id", "runtime"],
+);
 pub const CONNECT_ERRORS: Spec = counter(
     "port_monitor_connect_errors_total",
     "connect() calls that failed, by errno.",
@@ -176,7 +181,7 @@ pub const BUILD_INFO: Spec = gauge(
 );
 
 /// Every family rendered from the model, in exposition order.
-pub const ALL: [&Spec; 26] = [
+pub const ALL: [&Spec; 27] = [
     &PORTS_IN_USE,
     &SOCKETS,
     &DESTINATION_PORTS_IN_USE,
@@ -187,6 +192,7 @@ pub const ALL: [&Spec; 26] = [
     &EPHEMERAL_PORTS_RESERVED,
     &EPHEMERAL_PORTS_CAPACITY,
     &NAMESPACE_INFO,
+    &NETNS_WORKLOAD_INFO,
     &CONNECT_ERRORS,
     &BIND_ERRORS,
     &PORT_EXHAUSTION,
@@ -281,7 +287,7 @@ pub fn render(model: &Model, fixed: &Static) -> Vec<MetricFamily> {
 }
 
 #[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
-fn namespace_gauges(model: &Model) -> [Family<'static>; 10] {
+fn namespace_gauges(model: &Model) -> [Family<'static>; 11] {
     let mut ports = Family::new(&PORTS_IN_USE);
     let mut sockets = Family::new(&SOCKETS);
     let mut destination_ports = Family::new(&DESTINATION_PORTS_IN_USE);
@@ -292,6 +298,7 @@ fn namespace_gauges(model: &Model) -> [Family<'static>; 10] {
     let mut reserved = Family::new(&EPHEMERAL_PORTS_RESERVED);
     let mut capacity = Family::new(&EPHEMERAL_PORTS_CAPACITY);
     let mut info = Family::new(&NAMESPACE_INFO);
+    let mut workloads = Family::new(&NETNS_WORKLOAD_INFO);
     for (netns, gauges) in model.namespaces() {
         let netns = netns.to_string();
         for (protocol, range, count) in gauges.ports_in_use() {
@@ -310,6 +317,16 @@ fn namespace_gauges(model: &Model) -> [Family<'static>; 10] {
             capacity.add(&[&netns], f64::from(range.capacity));
         }
         info.add(&[&netns, gauges.name.as_deref().unwrap_or("")], 1.0);
+        let workload = &gauges.workload;
+        if workload.is_known() {
+            let labels = [
+                netns.as_str(),
+                workload.pod_uid.as_deref().unwrap_or(""),
+                workload.container_id.as_deref().unwrap_or(""),
+                workload.runtime.unwrap_or(""),
+            ];
+            workloads.add(&labels, 1.0);
+        }
         for use_ in &gauges.headroom.top {
             let destination = &use_.destination;
             let (source, address, port) = (
@@ -340,6 +357,7 @@ fn namespace_gauges(model: &Model) -> [Family<'static>; 10] {
         reserved,
         capacity,
         info,
+        workloads,
     ]
 }
 
@@ -561,6 +579,7 @@ mod tests {
                     reserved: std::iter::empty().collect(),
                 }),
                 sockets,
+                workload: crate::workloads::Workload::default(),
             }],
             &[],
             crate::model::Timing {
@@ -794,6 +813,9 @@ mod golden {
                     reserved: parse_reserved_ports("40009").expect("valid"),
                 }),
                 sockets: busy,
+                workload: crate::workloads::from_path(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0f5c2a71_3b4d_4e8f_9a10_b2c3d4e5f607.slice/cri-containerd-2d8f5e1b4c3a79e0f6b1d2c3a4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6b.scope",
+                ),
             },
             NamespaceSnapshot {
                 netns: 4_026_532_002,
@@ -803,6 +825,7 @@ mod golden {
                     reserved: parse_reserved_ports("").expect("valid"),
                 }),
                 sockets: quiet,
+                workload: crate::workloads::Workload::default(),
             },
         ];
         let mut model = Model::default();

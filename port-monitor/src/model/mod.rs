@@ -506,6 +506,7 @@ mod tests {
                 reserved: [40000].into_iter().collect(),
             }),
             sockets: tally,
+            workload: crate::workloads::Workload::default(),
         }
     }
 
@@ -641,6 +642,7 @@ mod tests {
                     reserved: PortSet::default(),
                 }),
                 sockets: tally,
+                workload: crate::workloads::Workload::default(),
             }
         };
         let second = Timing {

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::workloads::Workload;
+
 use super::{NetnsId, PortConfig, PortRange, Protocol, Settings, SocketTally, TcpState, headroom};
 
 /// What one namespace's socket tables and sysctls said at one moment.
@@ -12,6 +14,8 @@ pub struct NamespaceSnapshot {
     pub name: Option<String>,
     /// `None` when the sysctls could not be read (the reason is logged where it happened).
     pub ports: Option<PortConfig>,
+    /// The pod or container whose namespace this is, from a process's cgroup path.
+    pub workload: Workload,
     pub sockets: SocketTally,
 }
 
@@ -19,6 +23,7 @@ pub struct NamespaceSnapshot {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NamespaceGauges {
     pub name: Option<String>,
+    pub workload: Workload,
     /// Ephemeral range, reserved ports inside it, and capacity; `None` when unreadable.
     pub ephemeral: Option<EphemeralRange>,
     /// Per-destination and per-address use of the ephemeral range; empty when unreadable.
@@ -70,6 +75,7 @@ impl NamespaceGauges {
                 })
                 .unwrap_or_default(),
             name: snapshot.name.clone(),
+            workload: snapshot.workload.clone(),
             ephemeral: snapshot.ports.as_ref().map(|config| EphemeralRange {
                 min: *config.ephemeral.start(),
                 max: *config.ephemeral.end(),

@@ -18,6 +18,8 @@ pub struct Netns {
     pub path: PathBuf,
     /// Its name under `/var/run/netns`, if it has one.
     pub name: Option<String>,
+    /// `/proc/<pid>` of a process in it, if one was found: its cgroup says whose it is.
+    pub process: Option<PathBuf>,
 }
 
 /// Where named namespaces are bind-mounted (`/var/run` is usually a link to `/run`).
@@ -35,6 +37,7 @@ pub fn discover(proc: &Path) -> Vec<Netns> {
                     id,
                     path,
                     name: Some(name),
+                    process: None,
                 });
             }
         }
@@ -45,13 +48,18 @@ pub fn discover(proc: &Path) -> Vec<Netns> {
         if !name.bytes().all(|byte| byte.is_ascii_digit()) {
             continue;
         }
-        let path = path.join("ns/net");
+        let process = path;
+        let path = process.join("ns/net");
         if let Some(id) = inode(&path) {
-            found.entry(id).or_insert(Netns {
+            let netns = found.entry(id).or_insert(Netns {
                 id,
                 path,
                 name: None,
+                process: None,
             });
+            // The first process found: /proc lists pids in ascending order, so usually the
+            // oldest, which in a pod is the sandbox ("pause") container.
+            netns.process.get_or_insert(process);
         }
     }
     found.into_values().collect()

@@ -17,6 +17,7 @@ use crate::{
     kernel::TransitionReader,
     model::{Model, NamespaceSnapshot, NetnsId, SocketTally, Timing, consistency::Transitions},
     netns::{self, Netns, NetnsError},
+    workloads,
 };
 
 /// Why one namespace could not be snapshotted.
@@ -88,6 +89,12 @@ fn snapshot_namespace(netns: &Netns) -> Result<NamespaceSnapshot, SnapshotError>
         name: netns.name.clone(),
         ports,
         sockets,
+        workload: netns
+            .process
+            .as_ref()
+            .and_then(|process| std::fs::read_to_string(process.join("cgroup")).ok())
+            .map(|text| workloads::from_proc_cgroup(&text))
+            .unwrap_or_default(),
     })
 }
 

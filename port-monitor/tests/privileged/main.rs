@@ -24,3 +24,4 @@ mod namespaces;
 mod support;
 mod tcp_gauges;
 mod udp;
+mod workloads;

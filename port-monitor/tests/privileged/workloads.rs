@@ -32,10 +32,8 @@ fn privileged_a_pods_namespace_is_attributed_from_its_cgroup_path() {
         return;
     }
     // What a kubelet with the cgroupfs driver makes: kubepods/burstable/pod<uid>/<container>.
-    let pod = cgroup2_root().join(format!(
-        "pm-test-{}/kubepods/burstable/pod{UID}",
-        std::process::id()
-    ));
+    let test_root = cgroup2_root().join(format!("pm-test-{}", std::process::id()));
+    let pod = test_root.join(format!("kubepods/burstable/pod{UID}"));
     let container = pod.join(ID);
     std::fs::create_dir_all(&container).expect("create cgroup");
     // A process in its own network namespace, moved into that cgroup.
@@ -67,14 +65,9 @@ fn privileged_a_pods_namespace_is_attributed_from_its_cgroup_path() {
     let _ = sandbox.kill();
     let _ = sandbox.wait();
     // Remove the test cgroups, innermost first.
-    let top = pod
-        .ancestors()
-        .nth(2)
-        .map(PathBuf::from)
-        .expect("test cgroup root");
     for dir in container
         .ancestors()
-        .take_while(|dir| dir.starts_with(&top))
+        .take_while(|dir| dir.starts_with(&test_root))
     {
         let _ = std::fs::remove_dir(dir);
     }

@@ -4,6 +4,7 @@
 
 mod bench;
 mod cmd;
+mod rules;
 mod run;
 mod setup;
 mod test;
@@ -28,6 +29,8 @@ enum Task {
     Test(test::Options),
     /// Install what is missing and measure port-monitor's overhead against a baseline and peers.
     Bench(bench::Options),
+    /// Write deploy/prometheus/prometheusrule.yaml from the alerting rules file.
+    Rules,
 }
 
 fn main() -> Result<()> {
@@ -36,5 +39,6 @@ fn main() -> Result<()> {
         Task::Run(options) => run::run(&options),
         Task::Test(options) => test::run(&options),
         Task::Bench(options) => bench::run(&options),
+        Task::Rules => rules::write(),
     }
 }

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use crate::{cmd, setup};
+use crate::{cmd, rules, setup};
 
 #[derive(Args)]
 pub struct Options {
@@ -17,6 +17,8 @@ pub fn run(options: &Options) -> Result<()> {
     if !options.no_lint {
         lint()?;
     }
+    // The alerting rules: valid, their unit tests pass, the PrometheusRule is current.
+    rules::check()?;
     // Unit tests: no root needed, run in parallel. The default members leave out the eBPF
     // crate, which only builds for the BPF target.
     cmd::run(cmd::command("cargo").args(["test", "--all-targets"]))?;

@@ -4,6 +4,7 @@
 
 mod bench;
 mod cmd;
+mod deploy;
 mod rules;
 mod run;
 mod setup;

@@ -29,7 +29,13 @@ const BENCH_PACKAGES: &[&str] = &["iproute2", "bpftrace"];
 
 /// Debian packages the tests use: `ip` and `ss` (namespaces and ground truth), `bpftool`
 /// (nothing left attached after shutdown) and `promtool` (exposition format check).
-const TEST_PACKAGES: &[&str] = &["iproute2", "bpftool", "prometheus"];
+const TEST_PACKAGES: &[&str] = &["iproute2", "bpftool", "prometheus", "kubectl"];
+
+/// Python tools the tests use, pinned, installed into a virtual environment of the project's
+/// own (`target/tools/venv`) so that nothing outside the checkout changes.
+const PYTHON_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "1.37.0")];
+
+const VENV: &str = "target/tools/venv";
 
 pub fn install(purpose: Purpose) -> Result<()> {
     let mut packages = BUILD_PACKAGES.to_vec();
@@ -40,7 +46,39 @@ pub fn install(purpose: Purpose) -> Result<()> {
     }
     install_apt_packages(&packages)?;
     install_rust_src()?;
-    install_bpf_linker()
+    install_bpf_linker()?;
+    if purpose == Purpose::Test {
+        install_python_tools()?;
+    }
+    Ok(())
+}
+
+/// The path of an installed Python tool's command.
+#[must_use]
+pub fn python_tool(name: &str) -> String {
+    format!("{VENV}/bin/{name}")
+}
+
+fn install_python_tools() -> Result<()> {
+    let missing: Vec<String> = PYTHON_TOOLS
+        .iter()
+        .filter(|(name, version)| {
+            let installed = cmd::output(cmd::command(&python_tool(name)).arg("--version"));
+            !installed.is_some_and(|text| text.contains(version))
+        })
+        .map(|(name, version)| format!("{name}=={version}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !std::path::Path::new(VENV).join("bin/pip").exists() {
+        cmd::run(cmd::command("python3").args(["-m", "venv", VENV]))?;
+    }
+    cmd::run(
+        cmd::command(&format!("{VENV}/bin/pip"))
+            .args(["install", "--quiet"])
+            .args(&missing),
+    )
 }
 
 fn install_apt_packages(packages: &[&str]) -> Result<()> {

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use crate::{cmd, rules, setup};
+use crate::{cmd, deploy, rules, setup};
 
 #[derive(Args)]
 pub struct Options {
@@ -19,6 +19,8 @@ pub fn run(options: &Options) -> Result<()> {
     }
     // The alerting rules: valid, their unit tests pass, the PrometheusRule is current.
     rules::check()?;
+    // The Kubernetes manifests: valid for the API they target.
+    deploy::check()?;
     // Unit tests: no root needed, run in parallel. The default members leave out the eBPF
     // crate, which only builds for the BPF target.
     cmd::run(cmd::command("cargo").args(["test", "--all-targets"]))?;

@@ -5,6 +5,7 @@
 mod bench;
 mod cmd;
 mod deploy;
+mod image;
 mod rules;
 mod run;
 mod setup;
@@ -30,8 +31,10 @@ enum Task {
     Test(test::Options),
     /// Install what is missing and measure port-monitor's overhead against a baseline and peers.
     Bench(bench::Options),
-    /// Write deploy/prometheus/prometheusrule.yaml from the alerting rules file.
+    /// Write deploy/kubernetes/prometheusrule.yaml from the alerting rules file.
     Rules,
+    /// Build the container image (static binary, FROM scratch) with buildah and check it.
+    Image,
 }
 
 fn main() -> Result<()> {
@@ -41,5 +44,9 @@ fn main() -> Result<()> {
         Task::Test(options) => test::run(&options),
         Task::Bench(options) => bench::run(&options),
         Task::Rules => rules::write(),
+        Task::Image => {
+            setup::install(setup::Purpose::Test)?;
+            image::build()
+        }
     }
 }

@@ -28,8 +28,10 @@ const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
 const BENCH_PACKAGES: &[&str] = &["iproute2", "bpftrace"];
 
 /// Debian packages the tests use: `ip` and `ss` (namespaces and ground truth), `bpftool`
-/// (nothing left attached after shutdown) and `promtool` (exposition format check).
-const TEST_PACKAGES: &[&str] = &["iproute2", "bpftool", "prometheus", "kubectl"];
+/// (nothing left attached after shutdown), `promtool` (exposition format, alerting rules),
+/// `kubectl` (kustomize; from the cloud-sdk repository this machine kind has) and `buildah`
+/// (the container image).
+const TEST_PACKAGES: &[&str] = &["iproute2", "bpftool", "prometheus", "kubectl", "buildah"];
 
 /// Python tools the tests use, pinned, installed into a virtual environment of the project's
 /// own (`target/tools/venv`) so that nothing outside the checkout changes.

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use crate::{cmd, deploy, rules, setup};
+use crate::{cmd, deploy, image, rules, setup};
 
 #[derive(Args)]
 pub struct Options {
@@ -21,6 +21,8 @@ pub fn run(options: &Options) -> Result<()> {
     rules::check()?;
     // The Kubernetes manifests: valid for the API they target.
     deploy::check()?;
+    // The container image builds and its binary runs.
+    image::build()?;
     // Unit tests: no root needed, run in parallel. The default members leave out the eBPF
     // crate, which only builds for the BPF target.
     cmd::run(cmd::command("cargo").args(["test", "--all-targets"]))?;

@@ -35,7 +35,7 @@ const TEST_PACKAGES: &[&str] = &["iproute2", "bpftool", "prometheus", "kubectl",
 
 /// Python tools the tests use, pinned, installed into a virtual environment of the project's
 /// own (`target/tools/venv`) so that nothing outside the checkout changes.
-const PYTHON_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "1.37.0")];
+const PYTHON_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "1.37.0"), ("checkov", "3.3.30")];
 
 const VENV: &str = "target/tools/venv";
 

@@ -21,6 +21,7 @@ mod ground_truth;
 mod headroom;
 mod lifecycle;
 mod namespaces;
+mod prometheus;
 mod support;
 mod tcp_gauges;
 mod udp;

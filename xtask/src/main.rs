@@ -4,6 +4,7 @@
 
 mod bench;
 mod cmd;
+mod dashboards;
 mod deploy;
 mod image;
 mod rules;
@@ -35,6 +36,8 @@ enum Task {
     Rules,
     /// Build the container image (static binary, FROM scratch) with buildah and check it.
     Image,
+    /// Type-check the Grafana dashboards and rebuild their JSON.
+    Dashboards,
 }
 
 fn main() -> Result<()> {
@@ -44,6 +47,7 @@ fn main() -> Result<()> {
         Task::Test(options) => test::run(&options),
         Task::Bench(options) => bench::run(&options),
         Task::Rules => rules::write(),
+        Task::Dashboards => dashboards::build(),
         Task::Image => {
             setup::install(setup::Purpose::Test)?;
             image::build()

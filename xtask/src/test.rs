@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use crate::{cmd, deploy, image, rules, setup};
+use crate::{cmd, dashboards, deploy, image, rules, setup};
 
 #[derive(Args)]
 pub struct Options {
@@ -19,6 +19,8 @@ pub fn run(options: &Options) -> Result<()> {
     }
     // The alerting rules: valid, their unit tests pass, the PrometheusRule is current.
     rules::check()?;
+    // The dashboards: valid @grafana/schema dashboards, JSON current.
+    dashboards::check()?;
     // The Kubernetes manifests: valid for the API they target.
     deploy::check()?;
     // The container image builds and its binary runs.

@@ -1,5 +1,6 @@
 //! A real Prometheus server scraping a running port-monitor loads the alerting rules and
-//! evaluates each without error, and the series the alerts stand on have data.
+//! evaluates each without error, accepts every dashboard query, and the core panels and the
+//! series the alerts stand on have data.
 
 use std::{
     net::TcpListener,
@@ -8,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::support::{Exporter, privileged};
+use crate::support::{Exporter, TestNetns, privileged};
 
 /// A Prometheus server on loopback, scraping `target` every second, with the project's
 /// alerting rules loaded. Stopped and its data removed on drop.
@@ -93,6 +94,21 @@ fn privileged_alert_queries_run_on_a_real_prometheus() {
     if !privileged("alert_queries_run_on_a_real_prometheus") {
         return;
     }
+    // A namespace with connections held open, so that destination panels have data.
+    let netns = TestNetns::new("grafana");
+    let held = netns.run(|| {
+        let listener =
+            std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 9200)).expect("listen");
+        let clients: Vec<_> = (0..3)
+            .map(|_| {
+                std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, 9200))
+                    .expect("connect")
+            })
+            .collect();
+        // A refused connect: the failure panels have something to show.
+        assert!(std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, 1)).is_err());
+        (listener, clients)
+    });
     let exporter = Exporter::start();
     let prometheus = Prometheus::start(&exporter.address);
     // Wait for a few scrapes.
@@ -124,6 +140,41 @@ fn privileged_alert_queries_run_on_a_real_prometheus() {
         7,
         "each evaluates without error:\n{rules}"
     );
+    // rate() needs two samples of a series: wait for them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while prometheus
+        .query("rate(port_monitor_port_exhaustion_total[5m])")
+        .1
+        == 0
+    {
+        assert!(Instant::now() < deadline, "no second scrape");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Every dashboard query is valid PromQL; the overview and destination panels have data
+    // (the workload panels need pods, which this machine does not run).
+    for (file, needs_data) in [
+        ("port-monitor-node.json", true),
+        ("port-monitor-destinations.json", true),
+        ("port-monitor-workloads.json", false),
+    ] {
+        let mut panels: std::collections::BTreeMap<String, usize> =
+            std::collections::BTreeMap::new();
+        for (title, expr) in dashboard_queries(file) {
+            let (answer, series) = prometheus.query(&expr);
+            assert!(
+                answer.contains("\"status\":\"success\""),
+                "{file} {title}: {expr}\n{answer}"
+            );
+            *panels.entry(title).or_default() += series;
+        }
+        if needs_data {
+            for (title, series) in panels {
+                assert!(series > 0, "{file}: panel {title} has no data");
+            }
+        }
+    }
+    drop(held);
+
     // What the alerts and dashboards stand on has data.
     for core in [
         "port_monitor_ephemeral_utilization_max_ratio",
@@ -139,4 +190,29 @@ fn privileged_alert_queries_run_on_a_real_prometheus() {
             "{core} has no data: {status}"
         );
     }
+}
+
+/// (panel title, query) of every target in a dashboard, with its variables set to match all.
+fn dashboard_queries(file: &str) -> Vec<(String, String)> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../dashboards")
+        .join(file);
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard"))
+            .expect("dashboard JSON");
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        let title = panel["title"].as_str().unwrap_or_default().to_owned();
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = target["expr"].as_str() {
+                let expr = expr
+                    .replace("$job", ".*")
+                    .replace("$node", ".*")
+                    .replace("$netns", ".*");
+                queries.push((title.clone(), expr));
+            }
+        }
+    }
+    assert!(!queries.is_empty(), "{file} has queries");
+    queries
 }

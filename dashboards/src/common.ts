@@ -1,0 +1,77 @@
+// Building blocks shared by the dashboards: template variables, panels, queries. Typed
+// against @grafana/schema, so `npm run check` (tsc) proves every dashboard is a valid
+// Grafana dashboard model.
+import type { DataSourceRef, Panel, VariableModel } from "@grafana/schema";
+import { VariableHide, VariableRefresh } from "@grafana/schema";
+
+export const datasource: DataSourceRef = { type: "prometheus", uid: "${datasource}" };
+
+/** Filters every query by: the selected job, node (instance) and namespace. */
+export const selector = 'job=~"$job", instance=~"$node"';
+
+/** datasource, job, node, and netns: the variables every dashboard has. */
+export function variables(): VariableModel[] {
+  const query = (name: string, label: string, expression: string): VariableModel => ({
+    name,
+    label,
+    type: "query",
+    datasource,
+    query: { query: expression, refId: `${name}-variable` },
+    refresh: VariableRefresh.onTimeRangeChanged,
+    includeAll: true,
+    multi: true,
+    allValue: ".*",
+    hide: VariableHide.dontHide,
+  });
+  return [
+    { name: "datasource", label: "Data source", type: "datasource", query: "prometheus", hide: VariableHide.dontHide },
+    query("job", "Job", "label_values(port_monitor_build_info, job)"),
+    query("node", "Node", 'label_values(port_monitor_build_info{job=~"$job"}, instance)'),
+    query("netns", "Network namespace", `label_values(port_monitor_namespace_info{${selector}}, netns)`),
+  ];
+}
+
+/** A query of a panel. */
+export interface Query {
+  expr: string;
+  legend: string;
+}
+
+let nextId = 1;
+
+/** A time series panel at (x, y), w x h grid units. */
+export function timeseries(
+  title: string,
+  description: string,
+  unit: string,
+  queries: Query[],
+  grid: { x: number; y: number; w: number; h: number },
+): Panel {
+  return {
+    id: nextId++,
+    type: "timeseries",
+    title,
+    description,
+    datasource,
+    gridPos: grid,
+    fieldConfig: { defaults: { unit }, overrides: [] },
+    options: { legend: { displayMode: "table", placement: "bottom", calcs: ["lastNotNull", "max"] } },
+    targets: queries.map((query, index) => ({
+      refId: String.fromCharCode(65 + index),
+      datasource,
+      expr: query.expr,
+      legendFormat: query.legend,
+    })),
+  };
+}
+
+/** A table of the latest values. */
+export function table(title: string, description: string, queries: Query[], grid: { x: number; y: number; w: number; h: number }): Panel {
+  const panel = timeseries(title, description, "short", queries, grid);
+  return {
+    ...panel,
+    type: "table",
+    options: { showHeader: true },
+    targets: panel.targets?.map((target) => ({ ...target, format: "table", instant: true })),
+  };
+}

@@ -1,0 +1,48 @@
+// Workloads: the same numbers per pod, through the namespace's pod UID.
+import type { Dashboard } from "@grafana/schema";
+import { selector, table, timeseries, variables } from "./common";
+
+/** Puts the pod UID of each series' namespace on it. */
+const byPod = (expression: string): string =>
+  `${expression} * on(instance, netns) group_left(pod_uid) max by (instance, netns, pod_uid) (port_monitor_netns_workload_info{${selector}})`;
+
+export const workloads: Dashboard = {
+  uid: "port-monitor-workloads",
+  title: "port-monitor / Workloads",
+  description: "Ephemeral port use, exhaustion and anomalies per pod (by pod UID, from cgroup paths).",
+  tags: ["port-monitor"],
+  schemaVersion: 39,
+  editable: true,
+  time: { from: "now-6h", to: "now" },
+  refresh: "30s",
+  templating: { list: variables() },
+  panels: [
+    timeseries(
+      "Worst utilization per pod",
+      "The highest utilization ratio in each pod's network namespace.",
+      "percentunit",
+      [{ expr: byPod(`max by (instance, netns) (port_monitor_ephemeral_utilization_max_ratio{${selector}})`), legend: "{{pod_uid}}" }],
+      { x: 0, y: 0, w: 12, h: 8 },
+    ),
+    timeseries(
+      "Exhaustion per pod",
+      "Calls failing for lack of ports, per pod.",
+      "ops",
+      [{ expr: byPod(`sum by (instance, netns) (rate(port_monitor_port_exhaustion_total{${selector}}[5m]))`), legend: "{{pod_uid}}" }],
+      { x: 12, y: 0, w: 12, h: 8 },
+    ),
+    timeseries(
+      "TIME_WAIT per pod",
+      "TIME_WAIT sockets in each pod's namespace.",
+      "short",
+      [{ expr: byPod(`sum by (instance, netns) (port_monitor_sockets{${selector}, state="time_wait"})`), legend: "{{pod_uid}}" }],
+      { x: 0, y: 8, w: 12, h: 8 },
+    ),
+    table(
+      "Namespaces and their pods",
+      "Which network namespace belongs to which pod and container.",
+      [{ expr: `port_monitor_netns_workload_info{${selector}}`, legend: "" }],
+      { x: 12, y: 8, w: 12, h: 8 },
+    ),
+  ],
+};

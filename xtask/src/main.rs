@@ -9,6 +9,7 @@ mod deploy;
 mod image;
 mod rules;
 mod run;
+mod screenshot;
 mod setup;
 mod test;
 
@@ -38,6 +39,8 @@ enum Task {
     Image,
     /// Type-check the Grafana dashboards and rebuild their JSON.
     Dashboards,
+    /// Record port exhaustion in a test namespace and photograph Prometheus's graph of it.
+    Screenshot,
 }
 
 fn main() -> Result<()> {
@@ -48,6 +51,7 @@ fn main() -> Result<()> {
         Task::Bench(options) => bench::run(&options),
         Task::Rules => rules::write(),
         Task::Dashboards => dashboards::build(),
+        Task::Screenshot => screenshot::take(),
         Task::Image => {
             setup::install(setup::Purpose::Test)?;
             image::build()

@@ -83,6 +83,14 @@ fn install_python_tools() -> Result<()> {
     )
 }
 
+/// Installs Debian packages a single task needs, when missing.
+///
+/// # Errors
+/// When apt-get fails or the caller is not root.
+pub fn install_packages(packages: &[&str]) -> Result<()> {
+    install_apt_packages(packages)
+}
+
 fn install_apt_packages(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()

@@ -1,10 +1,26 @@
 // Workloads: the same numbers per pod, through the namespace's pod UID.
 import type { Dashboard } from "@grafana/schema";
-import { selector, table, timeseries, variables } from "./common";
+import type { VariableModel } from "@grafana/schema";
+import { VariableHide, VariableRefresh } from "@grafana/schema";
+import { datasource, selector, table, timeseries, variables } from "./common";
 
-/** Puts the pod UID of each series' namespace on it. */
+/** Puts the pod UID of each series' namespace on it, keeping the selected pods. */
 const byPod = (expression: string): string =>
-  `${expression} * on(instance, netns) group_left(pod_uid) max by (instance, netns, pod_uid) (port_monitor_netns_workload_info{${selector}})`;
+  `${expression} * on(instance, netns) group_left(pod_uid) max by (instance, netns, pod_uid) (port_monitor_netns_workload_info{${selector}, pod_uid=~"$pod"})`;
+
+/** The pods, by UID. */
+const pod: VariableModel = {
+  name: "pod",
+  label: "Pod UID",
+  type: "query",
+  datasource,
+  query: { query: `label_values(port_monitor_netns_workload_info{${selector}}, pod_uid)`, refId: "pod-variable" },
+  refresh: VariableRefresh.onTimeRangeChanged,
+  includeAll: true,
+  multi: true,
+  allValue: ".*",
+  hide: VariableHide.dontHide,
+};
 
 export const workloads: Dashboard = {
   uid: "port-monitor-workloads",
@@ -15,7 +31,7 @@ export const workloads: Dashboard = {
   editable: true,
   time: { from: "now-6h", to: "now" },
   refresh: "30s",
-  templating: { list: variables() },
+  templating: { list: [...variables(), pod] },
   panels: [
     timeseries(
       "Worst utilization per pod",
@@ -41,7 +57,7 @@ export const workloads: Dashboard = {
     table(
       "Namespaces and their pods",
       "Which network namespace belongs to which pod and container.",
-      [{ expr: `port_monitor_netns_workload_info{${selector}}`, legend: "" }],
+      [{ expr: `port_monitor_netns_workload_info{${selector}, pod_uid=~"$pod"}`, legend: "" }],
       { x: 12, y: 8, w: 12, h: 8 },
     ),
   ],

@@ -208,7 +208,8 @@ fn dashboard_queries(file: &str) -> Vec<(String, String)> {
                 let expr = expr
                     .replace("$job", ".*")
                     .replace("$node", ".*")
-                    .replace("$netns", ".*");
+                    .replace("$netns", ".*")
+                    .replace("$pod", ".*");
                 queries.push((title.clone(), expr));
             }
         }

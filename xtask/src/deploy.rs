@@ -9,8 +9,9 @@ use anyhow::{Context as _, Result};
 
 use crate::{cmd, setup};
 
-/// The Kubernetes version the manifests are validated against.
-const KUBERNETES_VERSION: &str = "1.30.0";
+/// The Kubernetes versions the manifests are validated against: the oldest supported by
+/// common managed offerings, and the newest the validator knows.
+const KUBERNETES_VERSIONS: [&str; 2] = ["1.30.0", "1.37.0"];
 
 pub fn check() -> Result<()> {
     let rendered = cmd::output(cmd::command("kubectl").args(["kustomize", "deploy/kubernetes"]))
@@ -20,11 +21,13 @@ pub fn check() -> Result<()> {
     std::fs::write(&path, rendered)?;
     // The custom resources (PodMonitor, PrometheusRule) have no schema in the tool: it warns
     // about them and validates every built-in kind strictly.
-    cmd::run(
-        cmd::command(&setup::python_tool("kubernetes-validate"))
-            .args(["--strict", "--kubernetes-version", KUBERNETES_VERSION])
-            .arg(&path),
-    )?;
+    for version in KUBERNETES_VERSIONS {
+        cmd::run(
+            cmd::command(&setup::python_tool("kubernetes-validate"))
+                .args(["--strict", "--kubernetes-version", version])
+                .arg(&path),
+        )?;
+    }
     cmd::run(cmd::command(&setup::python_tool("checkov")).args([
         "--quiet",
         "--compact",

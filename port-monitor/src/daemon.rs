@@ -73,6 +73,8 @@ async fn serve(config: Config) -> Result<()> {
     })?;
     let (kernel, events) =
         Kernel::load(config.collectors()).context("cannot start the kernel programs")?;
+    kernel::requirements::drop_attach_capabilities()
+        .context("dropping the capabilities only attaching needed")?;
     for hook in kernel.hooks() {
         tracing::info!(program = hook.program, hook = %hook.attach_point, facts = hook.facts, "attached");
     }

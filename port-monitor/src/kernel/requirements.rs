@@ -70,6 +70,23 @@ pub fn check_capabilities() -> Result<(), MissingRequirement> {
     }
 }
 
+/// Capabilities only loading and attaching needs: given up once the programs are attached,
+/// so that a compromise of the running daemon cannot attach or trace anything else.
+const ONLY_FOR_ATTACHING: [Capability; 2] = [Capability::CAP_NET_ADMIN, Capability::CAP_PERFMON];
+
+/// Drops [`ONLY_FOR_ATTACHING`] from the effective and permitted sets, for good. Kept:
+/// `CAP_BPF` (the maps), `CAP_SYS_ADMIN` (setns), `CAP_SYS_PTRACE` (other processes' /proc).
+///
+/// # Errors
+/// When the kernel refuses (it does not for a process dropping its own capabilities).
+pub fn drop_attach_capabilities() -> Result<(), caps::errors::CapsError> {
+    for capability in ONLY_FOR_ATTACHING {
+        caps::drop(None, CapSet::Effective, capability)?;
+        caps::drop(None, CapSet::Permitted, capability)?;
+    }
+    Ok(())
+}
+
 /// Where the cgroup v2 hierarchy is mounted: `/sys/fs/cgroup` on most nodes,
 /// `/sys/fs/cgroup/unified` in hybrid mode.
 ///

@@ -158,3 +158,35 @@ fn privileged_missing_capabilities_are_named() {
         "names only what is missing: {stderr}"
     );
 }
+
+/// Capabilities in the effective set of a process (`CapEff` in /proc/<pid>/status).
+fn effective_capabilities(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("CapEff:"))
+        .expect("CapEff");
+    u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).expect("hex")
+}
+
+#[test]
+fn privileged_capabilities_only_attaching_needs_are_dropped() {
+    if !privileged("capabilities_only_attaching_needs_are_dropped") {
+        return;
+    }
+    let exporter = Exporter::start();
+    let capabilities = effective_capabilities(exporter.pid());
+    let has = |bit: u32| capabilities & (1 << bit) != 0;
+    // capability.h: NET_ADMIN 12, SYS_PTRACE 19, SYS_ADMIN 21, PERFMON 38, BPF 39.
+    assert!(
+        !has(12) && !has(38),
+        "NET_ADMIN and PERFMON dropped: {capabilities:#x}"
+    );
+    assert!(
+        has(21) && has(19) && has(39),
+        "SYS_ADMIN, SYS_PTRACE and BPF kept: {capabilities:#x}"
+    );
+    // And it still works without them: a namespace snapshot and the kernel counters.
+    let metrics = crate::ground_truth::wait_snapshots(&exporter, 2.0);
+    assert!(metrics.value("port_monitor_namespaces", &[]) >= 1.0);
+}

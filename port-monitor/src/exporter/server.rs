@@ -92,10 +92,35 @@ pub async fn serve(
 /// Answers one request.
 #[must_use]
 pub fn handle(endpoint: &Endpoint, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    route(endpoint, request.method(), request.uri().path())
+    let gzip = accepts_gzip(request.headers());
+    route(endpoint, request.method(), request.uri().path(), gzip)
 }
 
-fn route(endpoint: &Endpoint, method: &Method, path: &str) -> Response<Full<Bytes>> {
+/// Whether the client takes a gzip body (Prometheus asks for it on every scrape).
+fn accepts_gzip(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get_all(hyper::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or_default().trim();
+            // "gzip;q=0" means "not gzip".
+            let refused = parts.any(|parameter| parameter.replace(' ', "") == "q=0");
+            name.eq_ignore_ascii_case("gzip") && !refused
+        })
+}
+
+/// `body` compressed with gzip, or `None` if compressing failed (then it goes out plain).
+fn gzip(body: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(body).ok()?;
+    encoder.finish().ok()
+}
+
+fn route(endpoint: &Endpoint, method: &Method, path: &str, gzip: bool) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
         let mut response = text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -107,7 +132,7 @@ fn route(endpoint: &Endpoint, method: &Method, path: &str) -> Response<Full<Byte
         return response;
     }
     let mut response = match path {
-        path if path == endpoint.telemetry_path => metrics(endpoint),
+        path if path == endpoint.telemetry_path => metrics(endpoint, gzip),
         "/" => landing(&endpoint.telemetry_path),
         "/-/healthy" => text(StatusCode::OK, "Healthy.\n"),
         "/-/ready" if endpoint.ready.load(Ordering::Acquire) => text(StatusCode::OK, "Ready.\n"),
@@ -123,12 +148,20 @@ fn route(endpoint: &Endpoint, method: &Method, path: &str) -> Response<Full<Byte
     response
 }
 
-fn metrics(endpoint: &Endpoint) -> Response<Full<Bytes>> {
+fn metrics(endpoint: &Endpoint, compress: bool) -> Response<Full<Bytes>> {
     let encoder = TextEncoder::new();
     let mut body = Vec::new();
     match encoder.encode(&endpoint.registry.gather(), &mut body) {
         Ok(()) => {
-            let mut response = Response::new(Full::new(Bytes::from(body)));
+            let compressed = if compress { gzip(&body) } else { None };
+            let gzipped = compressed.is_some();
+            let mut response = Response::new(Full::new(Bytes::from(compressed.unwrap_or(body))));
+            if gzipped {
+                response.headers_mut().insert(
+                    hyper::header::CONTENT_ENCODING,
+                    HeaderValue::from_static("gzip"),
+                );
+            }
             if let Ok(content_type) = HeaderValue::from_str(encoder.format_type()) {
                 response.headers_mut().insert(CONTENT_TYPE, content_type);
             }
@@ -205,14 +238,36 @@ mod tests {
             (Method::DELETE, "/", true, StatusCode::METHOD_NOT_ALLOWED),
         ];
         for (method, path, ready, expected) in cases {
-            let response = route(&endpoint(ready), &method, path);
+            let response = route(&endpoint(ready), &method, path, false);
             assert_eq!(response.status(), expected, "{method} {path}");
         }
     }
 
     #[test]
+    fn gzip_when_asked_and_not_refused() {
+        let cases = [
+            ("gzip", true),
+            ("deflate, gzip;q=0.8", true),
+            ("GZIP", true),
+            ("gzip;q=0", false),
+            ("identity", false),
+            ("", false),
+        ];
+        for (header, expected) in cases {
+            let mut headers = hyper::HeaderMap::new();
+            headers.insert(
+                hyper::header::ACCEPT_ENCODING,
+                HeaderValue::from_static(header),
+            );
+            assert_eq!(accepts_gzip(&headers), expected, "{header:?}");
+        }
+        let response = route(&endpoint(true), &Method::GET, "/metrics", true);
+        assert_eq!(response.headers()[hyper::header::CONTENT_ENCODING], "gzip");
+    }
+
+    #[test]
     fn method_not_allowed_says_what_is() {
-        let response = route(&endpoint(true), &Method::PUT, "/metrics");
+        let response = route(&endpoint(true), &Method::PUT, "/metrics", false);
         assert_eq!(response.headers()[ALLOW], "GET, HEAD");
     }
 }

@@ -70,3 +70,36 @@ fn privileged_scrape_passes_promtool_check_metrics() {
             .is_some()
     );
 }
+
+#[test]
+fn privileged_scrapes_are_gzipped_when_asked() {
+    if !privileged("scrapes_are_gzipped_when_asked") {
+        return;
+    }
+    let exporter = Exporter::start();
+    let mut response = ureq::get(&format!("http://{}/metrics", exporter.address))
+        .header("Accept-Encoding", "gzip")
+        .call()
+        .expect("scrape");
+    assert_eq!(
+        response
+            .headers()
+            .get("content-encoding")
+            .map(ureq::http::HeaderValue::as_bytes),
+        Some(&b"gzip"[..])
+    );
+    let compressed = response.body_mut().read_to_vec().expect("body");
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&compressed[..]),
+        &mut text,
+    )
+    .expect("valid gzip");
+    assert!(text.contains("port_monitor_build_info"), "{text}");
+    assert!(
+        compressed.len() * 3 < text.len(),
+        "compressed: {} of {} bytes",
+        compressed.len(),
+        text.len()
+    );
+}

@@ -33,8 +33,16 @@ pub struct Endpoint {
 }
 
 /// A client slower than this to send its request headers is disconnected, so that idle or
-/// trickling connections cannot pile up.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// trickling connections (slowloris) cannot pile up.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections served at once; past it new ones are closed at once. An idle connection costs
+/// a few KiB, and the header timeout frees slow ones: this bounds memory, not scrapes.
+const MAX_CONNECTIONS: usize = 512;
+
+/// The largest request head read (request line and headers). A scrape needs well under
+/// 1 KiB; hyper answers a larger head with 431.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Binds the listen address. An unspecified IPv6 address (the ":port" form) falls back to
 /// IPv4 on hosts without IPv6.
@@ -59,6 +67,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => return,
@@ -72,8 +81,13 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            tracing::debug!(%peer, "too many connections, closing");
+            continue;
+        };
         let endpoint = Arc::clone(&endpoint);
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |request| {
                 let endpoint = Arc::clone(&endpoint);
                 async move { Ok::<_, Infallible>(handle(&endpoint, &request)) }
@@ -81,6 +95,7 @@ pub async fn serve(
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");

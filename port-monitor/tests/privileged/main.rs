@@ -19,6 +19,7 @@ mod exhaustion;
 mod exposition;
 mod ground_truth;
 mod headroom;
+mod http_abuse;
 mod lifecycle;
 mod namespaces;
 mod prometheus;

@@ -35,6 +35,11 @@ pub struct Config {
     )]
     pub telemetry_path: String,
 
+    /// Prometheus exporter-toolkit web configuration file: TLS (`tls_server_config`) and
+    /// basic auth (`basic_auth_users`, bcrypt hashes). Without it: plain HTTP, no auth.
+    #[arg(long = "web.config.file", env = "PORT_MONITOR_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
+
     /// Only log messages at or above this level.
     #[arg(
         long = "log.level",

@@ -17,6 +17,7 @@ use crate::{
         ModelCollector,
         metrics::Static,
         server::{self, Endpoint},
+        web_config::WebConfig,
     },
     kernel::{self, Kernel},
     model::Model,
@@ -61,6 +62,8 @@ async fn serve(config: Config) -> Result<()> {
     let file = FileConfig::load(config.config_file.as_deref())
         .context("invalid configuration file (--config.file)")?;
     let settings = file.settings();
+    let web = WebConfig::load(config.web_config_file.as_deref())
+        .context("invalid web configuration file (--web.config.file)")?;
     let snapshot_interval = file.snapshot_interval(config.snapshot_interval);
     let poll_interval = file.poll_interval(config.poll_interval);
     // Bind first: a port already taken is the most common start-up mistake, and finding it
@@ -85,6 +88,7 @@ async fn serve(config: Config) -> Result<()> {
         registry,
         telemetry_path: config.telemetry_path.clone(),
         ready: AtomicBool::new(false),
+        web,
     });
 
     let (stop_snapshots, snapshots_stopped) = mpsc::channel();

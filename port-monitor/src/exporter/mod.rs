@@ -2,5 +2,6 @@
 
 pub mod metrics;
 pub mod server;
+pub mod web_config;
 
 pub use metrics::ModelCollector;

@@ -22,7 +22,12 @@ use hyper::{
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{Encoder as _, Registry, TextEncoder};
-use tokio::net::TcpListener;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+};
+
+use super::web_config::WebConfig;
 
 /// What the handlers share.
 pub struct Endpoint {
@@ -30,6 +35,8 @@ pub struct Endpoint {
     pub telemetry_path: String,
     /// Set once the programs are attached and the first snapshot is in the model.
     pub ready: AtomicBool,
+    /// TLS and basic auth (`--web.config.file`).
+    pub web: WebConfig,
 }
 
 /// A client slower than this to send its request headers is disconnected, so that idle or
@@ -88,20 +95,60 @@ pub async fn serve(
         let endpoint = Arc::clone(&endpoint);
         tokio::spawn(async move {
             let _permit = permit;
-            let service = service_fn(move |request| {
-                let endpoint = Arc::clone(&endpoint);
-                async move { Ok::<_, Infallible>(handle(&endpoint, &request)) }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+            match endpoint.web.tls.clone() {
+                None => serve_connection(stream, endpoint, peer).await,
+                Some(acceptor) => {
+                    // The handshake gets the same deadline as a request head.
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, endpoint, peer).await,
+                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
         });
     }
+}
+
+async fn serve_connection(
+    stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    endpoint: Arc<Endpoint>,
+    peer: SocketAddr,
+) {
+    let service = service_fn(move |request| {
+        let endpoint = Arc::clone(&endpoint);
+        async move { Ok::<_, Infallible>(answer(endpoint, request).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(error) = connection.await {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+/// Checks credentials, then answers. The health endpoints stay open so that kubelet probes
+/// need no password; they reveal nothing but "up".
+async fn answer(endpoint: Arc<Endpoint>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let open = matches!(request.uri().path(), "/-/healthy" | "/-/ready");
+    if endpoint.web.requires_auth() && !open {
+        let header = request.headers().get(hyper::header::AUTHORIZATION);
+        let authorized = endpoint
+            .web
+            .authorized(header.map(HeaderValue::as_bytes))
+            .await;
+        if !authorized {
+            let mut response = text(StatusCode::UNAUTHORIZED, "Unauthorized.\n");
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"port-monitor\""),
+            );
+            return response;
+        }
+    }
+    handle(&endpoint, &request)
 }
 
 /// Answers one request.
@@ -226,6 +273,7 @@ mod tests {
             registry: Registry::new(),
             telemetry_path: "/metrics".into(),
             ready: AtomicBool::new(ready),
+            web: WebConfig::default(),
         }
     }
 

@@ -25,5 +25,6 @@ mod namespaces;
 mod prometheus;
 mod support;
 mod tcp_gauges;
+mod tls_auth;
 mod udp;
 mod workloads;

@@ -19,6 +19,9 @@ pub struct Exporter {
     child: Option<Child>,
     pub address: String,
     log: PathBuf,
+    /// Served over TLS (`--web.config.file` with `tls_server_config`): readiness is probed
+    /// with curl, which the tests' HTTP client cannot do without TLS support.
+    tls: bool,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,6 +32,15 @@ impl Exporter {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::spawn(extra, false)
+    }
+
+    /// Starts with a web configuration that turns TLS on; readiness is probed over HTTPS.
+    pub fn start_tls(extra: &[&str]) -> Self {
+        Self::spawn(extra, true)
+    }
+
+    fn spawn(extra: &[&str], tls: bool) -> Self {
         // Ask the kernel for a free port, then hand it over (the window between is tiny).
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
@@ -55,6 +67,7 @@ impl Exporter {
             child: Some(child),
             address,
             log,
+            tls,
         };
         exporter.wait_ready();
         exporter
@@ -73,7 +86,7 @@ impl Exporter {
                     self.log()
                 );
             }
-            if self.get("/-/ready").is_ok_and(|(status, _)| status == 200) {
+            if self.is_ready() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -82,6 +95,24 @@ impl Exporter {
             "port-monitor not ready within {READY_TIMEOUT:?}:\n{}",
             self.log()
         );
+    }
+
+    fn is_ready(&self) -> bool {
+        if !self.tls {
+            return self.get("/-/ready").is_ok_and(|(status, _)| status == 200);
+        }
+        Command::new("curl")
+            .args([
+                "--silent",
+                "--insecure",
+                "--output",
+                "/dev/null",
+                "--write-out",
+                "%{http_code}",
+            ])
+            .arg(format!("https://{}/-/ready", self.address))
+            .output()
+            .is_ok_and(|output| output.stdout == b"200")
     }
 
     /// GET `path`: status and body.

@@ -154,6 +154,11 @@ pub const SNAPSHOT_FAILURES: Spec = counter(
     "Namespaces whose socket tables or sysctls could not be read in a snapshot.",
     &[],
 );
+pub const DEGRADED: Spec = gauge(
+    "port_monitor_degraded",
+    "Namespaces the latest snapshot read only in part, by reason: namespace_unreadable (gauges are the previous ones), sysctl_unreadable (no ephemeral range gauges). 0 when all is read.",
+    &["reason"],
+);
 pub const SNAPSHOT_CORRECTIONS: Spec = counter(
     "port_monitor_snapshot_corrections_total",
     "Sockets the socket tables showed that the TCP state changes counted in between could not explain.",
@@ -181,7 +186,7 @@ pub const BUILD_INFO: Spec = gauge(
 );
 
 /// Every family rendered from the model, in exposition order.
-pub const ALL: [&Spec; 27] = [
+pub const ALL: [&Spec; 28] = [
     &PORTS_IN_USE,
     &SOCKETS,
     &DESTINATION_PORTS_IN_USE,
@@ -204,6 +209,7 @@ pub const ALL: [&Spec; 27] = [
     &KERNEL_MAP_FULL,
     &SNAPSHOTS,
     &SNAPSHOT_FAILURES,
+    &DEGRADED,
     &SNAPSHOT_CORRECTIONS,
     &SNAPSHOT_DURATION,
     &NAMESPACES,
@@ -463,6 +469,12 @@ fn self_metrics<'a>(model: &Model, fixed: &'a Static) -> Vec<Family<'a>> {
     for hook in &fixed.hooks {
         programs.add(&[hook.program, &hook.attach_point], 1.0);
     }
+    let mut degraded = Family::new(&DEGRADED);
+    degraded.add(
+        &["namespace_unreadable"],
+        stats.unreadable_namespaces as f64,
+    );
+    degraded.add(&["sysctl_unreadable"], stats.unreadable_sysctls as f64);
     let mut build = Family::new(&BUILD_INFO);
     build.add(&[fixed.version, fixed.revision], 1.0);
     vec![
@@ -472,6 +484,7 @@ fn self_metrics<'a>(model: &Model, fixed: &'a Static) -> Vec<Family<'a>> {
         map_full,
         single(&SNAPSHOTS, stats.snapshots as f64),
         single(&SNAPSHOT_FAILURES, stats.snapshot_failures as f64),
+        degraded,
         single(&SNAPSHOT_CORRECTIONS, stats.snapshot_corrections as f64),
         single(&SNAPSHOT_DURATION, stats.last_snapshot_seconds),
         single(&NAMESPACES, model.namespaces().count() as f64),

@@ -94,6 +94,11 @@ pub struct SelfStats {
     pub last_snapshot_seconds: f64,
     /// Namespaces that could not be read, summed over snapshots.
     pub snapshot_failures: u64,
+    /// Namespaces the latest snapshot could not read: their gauges are the previous ones.
+    pub unreadable_namespaces: usize,
+    /// Namespaces of the latest snapshot whose port sysctls could not be read: their
+    /// ephemeral range gauges are missing.
+    pub unreadable_sysctls: usize,
     /// Sockets the counted TCP transitions could not explain, summed over snapshots
     /// (see [`consistency`]).
     pub snapshot_corrections: u64,
@@ -242,6 +247,11 @@ impl Model {
         self.stats.snapshots += 1;
         self.stats.last_snapshot_seconds = timing.duration_seconds;
         self.stats.snapshot_failures += failed.len() as u64;
+        self.stats.unreadable_namespaces = failed.len();
+        self.stats.unreadable_sysctls = snapshots
+            .iter()
+            .filter(|snapshot| snapshot.ports.is_none())
+            .count();
         let alive: BTreeSet<NetnsId> = self.known_namespaces();
         self.crossings.retain(|netns| alive.contains(&netns));
         self.port_scans.retain(|netns| alive.contains(&netns));
@@ -576,6 +586,15 @@ mod tests {
                 .collect::<Vec<_>>(),
             [1, 2]
         );
+        assert_eq!(model.stats().snapshot_failures, 1);
+        assert_eq!(model.stats().unreadable_namespaces, 1);
+        // Degraded says what is wrong now: it clears once the namespace reads again.
+        model.apply_snapshot(
+            &[snapshot(1, &[]), snapshot(2, &[])],
+            &[],
+            Timing::default(),
+        );
+        assert_eq!(model.stats().unreadable_namespaces, 0);
         assert_eq!(model.stats().snapshot_failures, 1);
     }
 

@@ -134,7 +134,11 @@ impl FileConfig {
         Self::parse(&text, &name)
     }
 
-    fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+    /// Parses and validates `text`, naming `path` in errors.
+    ///
+    /// # Errors
+    /// When `text` is not valid TOML of this shape, or a value is out of range.
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
         let config: Self = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source,

@@ -6,6 +6,7 @@ mod bench;
 mod cmd;
 mod dashboards;
 mod deploy;
+mod fuzz;
 mod image;
 mod rules;
 mod run;
@@ -39,6 +40,8 @@ enum Task {
     Image,
     /// Type-check the Grafana dashboards and rebuild their JSON.
     Dashboards,
+    /// Run every fuzz target for a bounded time, keeping each one's corpus.
+    Fuzz(fuzz::Options),
     /// Record port exhaustion in a test namespace and photograph Prometheus's graph of it.
     Screenshot,
 }
@@ -52,6 +55,7 @@ fn main() -> Result<()> {
         Task::Rules => rules::write(),
         Task::Dashboards => dashboards::build(),
         Task::Screenshot => screenshot::take(),
+        Task::Fuzz(options) => fuzz::run(&options),
         Task::Image => {
             setup::install(setup::Purpose::Test)?;
             image::build()

@@ -51,8 +51,30 @@ pub fn install(purpose: Purpose) -> Result<()> {
     install_bpf_linker()?;
     if purpose == Purpose::Test {
         install_python_tools()?;
+        install_cargo_fuzz()?;
     }
     Ok(())
+}
+
+/// cargo-fuzz, pinned, for the fuzz targets (`cargo xtask fuzz`; the tests run them briefly).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// Installs cargo-fuzz when it is missing or another version.
+///
+/// # Errors
+/// When `cargo install` fails.
+pub fn install_cargo_fuzz() -> Result<()> {
+    let installed = cmd::output(cmd::command("cargo-fuzz").arg("--version")).unwrap_or_default();
+    if installed.contains(CARGO_FUZZ_VERSION) {
+        return Ok(());
+    }
+    cmd::run(cmd::command("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))
 }
 
 /// The path of an installed Python tool's command.

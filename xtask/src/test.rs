@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use crate::{cmd, dashboards, deploy, image, rules, setup};
+use crate::{cmd, dashboards, deploy, fuzz, image, rules, setup};
 
 #[derive(Args)]
 pub struct Options {
@@ -37,8 +37,13 @@ pub fn run(options: &Options) -> Result<()> {
         "privileged",
         "--",
         "--test-threads=1",
-    ]))
+    ]))?;
+    // The parsers of untrusted input, fuzzed briefly (longer runs: `cargo xtask fuzz`).
+    fuzz::run_all(FUZZ_SECONDS)
 }
+
+/// Seconds each fuzz target runs in the test suite.
+const FUZZ_SECONDS: u32 = 15;
 
 fn lint() -> Result<()> {
     cmd::run(cmd::command("cargo").args(["fmt", "--all", "--", "--check"]))?;

@@ -23,6 +23,7 @@ mod http_abuse;
 mod lifecycle;
 mod namespaces;
 mod prometheus;
+mod restart;
 mod support;
 mod tcp_gauges;
 mod tls_auth;

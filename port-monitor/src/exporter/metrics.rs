@@ -151,7 +151,7 @@ pub const SNAPSHOTS: Spec = counter(
 );
 pub const SNAPSHOT_FAILURES: Spec = counter(
     "port_monitor_snapshot_failures_total",
-    "Namespaces whose socket tables or sysctls could not be read in a snapshot.",
+    "Namespaces whose socket tables could not be read in a snapshot (their previous gauges stand).",
     &[],
 );
 pub const DEGRADED: Spec = gauge(

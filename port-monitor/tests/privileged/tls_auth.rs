@@ -7,7 +7,7 @@ use crate::support::{Exporter, privileged};
 
 /// A self-signed certificate for 127.0.0.1, valid for a day, made with openssl.
 fn make_certificate(dir: &Path) {
-    let status = Command::new("openssl")
+    let output = Command::new("openssl")
         .current_dir(dir)
         .args([
             "req",
@@ -31,9 +31,9 @@ fn make_certificate(dir: &Path) {
         .output()
         .expect("run openssl");
     assert!(
-        status.status.success(),
+        output.status.success(),
         "openssl: {}",
-        String::from_utf8_lossy(&status.stderr)
+        String::from_utf8_lossy(&output.stderr)
     );
 }
 

@@ -87,6 +87,12 @@ pub struct Config {
     )]
     pub tcp_state_hook: crate::kernel::TcpStateHook,
 
+    /// The cgroup v2 mount the bind hooks attach to (its root: every process below it is
+    /// seen). Found in /proc/self/mountinfo when not given; set it when the host's cgroup v2
+    /// root is mounted into the container elsewhere.
+    #[arg(long = "kernel.cgroup-root", env = "PORT_MONITOR_KERNEL_CGROUP_ROOT")]
+    pub cgroup_root: Option<std::path::PathBuf>,
+
     /// Do not count failed binds (drops the cgroup bind hooks and the `sys_exit_bind`
     /// tracepoint).
     #[arg(long = "no-collector.bind", env = "PORT_MONITOR_NO_COLLECTOR_BIND")]

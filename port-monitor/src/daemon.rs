@@ -74,8 +74,8 @@ async fn serve(config: Config) -> Result<()> {
             config.listen_address
         )
     })?;
-    let (kernel, events) =
-        Kernel::load(config.collectors()).context("cannot start the kernel programs")?;
+    let (kernel, events) = Kernel::load(config.collectors(), config.cgroup_root.as_deref())
+        .context("cannot start the kernel programs")?;
     kernel::requirements::drop_attach_capabilities()
         .context("dropping the capabilities only attaching needed")?;
     for hook in kernel.hooks() {
@@ -83,7 +83,7 @@ async fn serve(config: Config) -> Result<()> {
     }
 
     let model = Arc::new(RwLock::new(Model::new(settings)));
-    let registry = registry(&model, kernel.hooks())?;
+    let registry = registry(&model, &kernel)?;
     let endpoint = Arc::new(Endpoint {
         registry,
         telemetry_path: config.telemetry_path.clone(),
@@ -127,10 +127,15 @@ async fn serve(config: Config) -> Result<()> {
     Ok(())
 }
 
-fn registry(model: &Arc<RwLock<Model>>, hooks: &[kernel::Hook]) -> Result<Registry> {
+fn registry(model: &Arc<RwLock<Model>>, kernel: &Kernel) -> Result<Registry> {
     let registry = Registry::new();
     let fixed = Static {
-        hooks: hooks.to_vec(),
+        hooks: kernel.hooks().to_vec(),
+        unavailable: kernel
+            .unavailable()
+            .iter()
+            .map(|unavailable| unavailable.reason)
+            .collect(),
         version: env!("CARGO_PKG_VERSION"),
         revision: REVISION,
     };
@@ -160,14 +165,17 @@ async fn shutdown_signal() {
 
 /// `port-monitor check`: load, attach, report, take one snapshot, detach.
 async fn check(config: &Config) -> Result<()> {
-    let (kernel, _events) =
-        Kernel::load(config.collectors()).context("cannot start the kernel programs")?;
+    let (kernel, _events) = Kernel::load(config.collectors(), config.cgroup_root.as_deref())
+        .context("cannot start the kernel programs")?;
     println!("kernel programs attached:");
     for hook in kernel.hooks() {
         println!(
             "  {:<18} {:<48} {}",
             hook.program, hook.attach_point, hook.facts
         );
+    }
+    for unavailable in kernel.unavailable() {
+        println!("UNAVAILABLE {}: {}", unavailable.reason, unavailable.cause);
     }
     let procfs = config.procfs.clone();
     let node = tokio::task::spawn_blocking(move || snapshot::snapshot_node(&procfs)).await?;
@@ -180,8 +188,16 @@ async fn check(config: &Config) -> Result<()> {
     kernel
         .read_counters()
         .context("reading the kernel programs' counters")?;
+    let kernel_unavailable: Vec<&str> = kernel
+        .unavailable()
+        .iter()
+        .map(|unavailable| unavailable.reason)
+        .collect();
     drop(kernel);
     println!("all programs detached: OK");
+    if !kernel_unavailable.is_empty() {
+        anyhow::bail!("running degraded: {}", kernel_unavailable.join(", "))
+    }
     if node.failed.is_empty() {
         Ok(())
     } else {

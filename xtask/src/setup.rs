@@ -29,9 +29,19 @@ const BENCH_PACKAGES: &[&str] = &["iproute2", "bpftrace"];
 
 /// Debian packages the tests use: `ip` and `ss` (namespaces and ground truth), `bpftool`
 /// (nothing left attached after shutdown), `promtool` (exposition format, alerting rules),
-/// `kubectl` (kustomize; from the cloud-sdk repository this machine kind has) and `buildah`
-/// (the container image).
-const TEST_PACKAGES: &[&str] = &["iproute2", "bpftool", "prometheus", "kubectl", "buildah"];
+/// `kubectl` (kustomize; from the cloud-sdk repository this machine kind has), `buildah`
+/// (the container image), `curl` and `openssl` (TLS and basic auth) and `slowhttptest`
+/// (the endpoint under abuse).
+const TEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "bpftool",
+    "prometheus",
+    "kubectl",
+    "buildah",
+    "curl",
+    "openssl",
+    "slowhttptest",
+];
 
 /// Python tools the tests use, pinned, installed into a virtual environment of the project's
 /// own (`target/tools/venv`) so that nothing outside the checkout changes.

@@ -14,7 +14,7 @@ use prometheus::{
 };
 
 use crate::{
-    kernel::Hook,
+    kernel::{self, Hook},
     model::{Model, NetnsId, Protocol, errno},
 };
 
@@ -156,7 +156,7 @@ pub const SNAPSHOT_FAILURES: Spec = counter(
 );
 pub const DEGRADED: Spec = gauge(
     "port_monitor_degraded",
-    "Namespaces the latest snapshot read only in part, by reason: namespace_unreadable (gauges are the previous ones), sysctl_unreadable (no ephemeral range gauges). 0 when all is read.",
+    "What port-monitor cannot see now, by reason: namespaces the latest snapshot could not read (namespace_unreadable: their gauges are the previous ones) or read without their port sysctls (sysctl_unreadable: no ephemeral range gauges); 1 when a collector's kernel hooks could not be attached (bind_hooks_unavailable, autobind_hooks_unavailable: see the log). 0 when all is seen.",
     &["reason"],
 );
 pub const SNAPSHOT_CORRECTIONS: Spec = counter(
@@ -276,6 +276,8 @@ impl<'a> Family<'a> {
 #[derive(Clone, Debug, Default)]
 pub struct Static {
     pub hooks: Vec<Hook>,
+    /// `port_monitor_degraded` reasons of the collectors that could not be attached.
+    pub unavailable: Vec<&'static str>,
     pub version: &'static str,
     pub revision: &'static str,
 }
@@ -475,6 +477,10 @@ fn self_metrics<'a>(model: &Model, fixed: &'a Static) -> Vec<Family<'a>> {
         stats.unreadable_namespaces as f64,
     );
     degraded.add(&["sysctl_unreadable"], stats.unreadable_sysctls as f64);
+    for reason in [kernel::BIND_UNAVAILABLE, kernel::AUTOBIND_UNAVAILABLE] {
+        let missing = fixed.unavailable.contains(&reason);
+        degraded.add(&[reason], f64::from(u8::from(missing)));
+    }
     let mut build = Family::new(&BUILD_INFO);
     build.add(&[fixed.version, fixed.revision], 1.0);
     vec![
@@ -611,6 +617,7 @@ mod tests {
         });
         let fixed = Static {
             hooks: Vec::new(),
+            unavailable: Vec::new(),
             version: "1.2.3",
             revision: "abc",
         };
@@ -884,6 +891,8 @@ mod golden {
                 attach_point: "tp_btf/inet_sock_set_state".into(),
                 facts: "",
             }],
+            // A node without the syscall tracepoints: the degraded gauge says so.
+            unavailable: vec![crate::kernel::AUTOBIND_UNAVAILABLE],
             version: "0.0.0-test",
             revision: "golden",
         };

@@ -1,7 +1,9 @@
 //! The Prometheus side: render the model as metric families, serve them over HTTP.
 
+mod connections;
 pub mod metrics;
 pub mod server;
 pub mod web_config;
+mod write_deadline;
 
 pub use metrics::ModelCollector;

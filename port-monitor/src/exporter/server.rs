@@ -27,7 +27,11 @@ use tokio::{
     net::TcpListener,
 };
 
-use super::web_config::WebConfig;
+use super::{
+    connections::{Admission, Connections},
+    web_config::WebConfig,
+    write_deadline::WriteDeadline,
+};
 
 /// What the handlers share.
 pub struct Endpoint {
@@ -43,8 +47,12 @@ pub struct Endpoint {
 /// trickling connections (slowloris) cannot pile up.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connections served at once; past it new ones are closed at once. An idle connection costs
-/// a few KiB, and the header timeout frees slow ones: this bounds memory, not scrapes.
+/// A client that stops reading its answer for this long is disconnected (slow read): the
+/// write fails and the connection's slot is freed.
+const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections open at once; past it the one idle longest is closed to make room (see
+/// `connections`). An idle connection costs a few KiB: this bounds memory, not scrapes.
 const MAX_CONNECTIONS: usize = 512;
 
 /// The largest request head read (request line and headers). A scrape needs well under
@@ -74,7 +82,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let connections = Connections::new(MAX_CONNECTIONS);
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => return,
@@ -88,36 +96,55 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            tracing::debug!(%peer, "too many connections, closing");
+        let Some(admission) = connections.admit() else {
+            tracing::debug!(%peer, "every connection is being answered, closing");
             continue;
         };
+        let admission = Arc::new(admission);
         let endpoint = Arc::clone(&endpoint);
-        tokio::spawn(async move {
-            let _permit = permit;
-            match endpoint.web.tls.clone() {
-                None => serve_connection(stream, endpoint, peer).await,
-                Some(acceptor) => {
-                    // The handshake gets the same deadline as a request head.
-                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, endpoint, peer).await,
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        let stream = WriteDeadline::new(stream, WRITE_STALL_TIMEOUT);
+        let task = tokio::spawn({
+            let admission = Arc::clone(&admission);
+            async move {
+                match endpoint.web.tls.clone() {
+                    None => serve_connection(stream, endpoint, admission, peer).await,
+                    Some(acceptor) => {
+                        // The handshake gets the same deadline as a request head.
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(stream)) => {
+                                serve_connection(stream, endpoint, admission, peer).await
+                            }
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
                     }
                 }
             }
         });
+        admission.attach(task.abort_handle());
     }
 }
 
 async fn serve_connection(
     stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
     endpoint: Arc<Endpoint>,
+    admission: Arc<Admission>,
     peer: SocketAddr,
 ) {
     let service = service_fn(move |request| {
         let endpoint = Arc::clone(&endpoint);
-        async move { Ok::<_, Infallible>(answer(endpoint, request).await) }
+        // From here until the answer is handed to hyper, this connection is not the one
+        // closed to make room for a newcomer.
+        let answering = admission.answering();
+        async move {
+            let response = answer(endpoint, request).await;
+            drop(answering);
+            Ok::<_, Infallible>(response)
+        }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())

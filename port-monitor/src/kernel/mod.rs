@@ -87,6 +87,17 @@ impl TransitionReader {
     }
 }
 
+/// An optional collector whose hooks could not all be attached: port-monitor runs without
+/// it, logs why, and says so in `port_monitor_degraded`.
+#[derive(Clone, Debug)]
+pub struct Unavailable {
+    /// The `port_monitor_degraded` reason: `bind_hooks_unavailable` or
+    /// `autobind_hooks_unavailable`.
+    pub reason: &'static str,
+    /// What the kernel or the system said.
+    pub cause: String,
+}
+
 /// One attached program: where it sits and which facts it gives.
 #[derive(Clone, Debug)]
 pub struct Hook {
@@ -136,6 +147,7 @@ pub struct Kernel {
     /// Log lines from the programs (aya-log), written only on paths that should never run.
     logs: aya_log::EbpfLogger<&'static dyn log::Log>,
     hooks: Vec<Hook>,
+    unavailable: Vec<Unavailable>,
     errors: PerCpuHashMap<MapData, ErrorKey, u64>,
     transitions: TransitionReader,
     counters: PerCpuArray<MapData, u64>,
@@ -143,16 +155,28 @@ pub struct Kernel {
 
 impl Kernel {
     /// Checks the system, loads the programs, attaches them and returns them with the ring
-    /// buffer their records arrive on.
+    /// buffer their records arrive on. The bind hooks attach to `cgroup_root`, or to the
+    /// cgroup v2 mount found in /proc/self/mountinfo.
+    ///
+    /// An optional collector that cannot be attached (no cgroup v2, no tracefs, a tracepoint
+    /// this kernel lacks) is left out and listed in [`Kernel::unavailable`].
     ///
     /// # Errors
-    /// When a requirement is missing or the kernel refuses a program; the message names it.
-    pub fn load(collectors: Collectors) -> Result<(Self, RingBuf<MapData>), KernelError> {
+    /// When a requirement of the TCP state program is missing or the kernel refuses it; the
+    /// message names it.
+    pub fn load(
+        collectors: Collectors,
+        cgroup_root: Option<&Path>,
+    ) -> Result<(Self, RingBuf<MapData>), KernelError> {
         requirements::check_capabilities()?;
-        let cgroup_root = requirements::cgroup2_root()?;
-        if collectors.need_tracefs() {
-            requirements::ensure_tracefs()?;
-        }
+        // Needed by the optional collectors only: a failure here degrades them.
+        let tracefs = if collectors.need_tracefs() {
+            requirements::ensure_tracefs()
+        } else {
+            Ok(())
+        };
+        let cgroup_root =
+            cgroup_root.map_or_else(requirements::cgroup2_root, |path| Ok(path.to_owned()));
         let layout = layout::from_running_kernel()?;
         let btf = aya::Btf::from_sys_fs()
             .map_err(|error| KernelError::Load(Box::new(aya::EbpfError::BtfError(error))))?;
@@ -163,7 +187,16 @@ impl Kernel {
             .map_err(|error| KernelError::Load(Box::new(error)))?;
         let logs = aya_log::EbpfLogger::init(&mut ebpf)
             .map_err(|error| KernelError::Logs(Box::new(error)))?;
-        let hooks = attach_all(&mut ebpf, &btf, &cgroup_root, collectors)?;
+        let mut attached = Attached::default();
+        attach_all(
+            &mut ebpf,
+            &btf,
+            collectors,
+            &tracefs,
+            &cgroup_root,
+            &mut attached,
+        )?;
+        let Attached { hooks, unavailable } = attached;
         let events = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)
             .map_err(map_error(maps::EVENTS))?;
         let errors = PerCpuHashMap::try_from(take_map(&mut ebpf, maps::SOCKET_ERRORS)?)
@@ -179,6 +212,7 @@ impl Kernel {
                 _ebpf: ebpf,
                 logs,
                 hooks,
+                unavailable,
                 errors,
                 transitions,
                 counters,
@@ -202,6 +236,12 @@ impl Kernel {
     #[must_use]
     pub fn hooks(&self) -> &[Hook] {
         &self.hooks
+    }
+
+    /// The optional collectors that could not be attached, and why.
+    #[must_use]
+    pub fn unavailable(&self) -> &[Unavailable] {
+        &self.unavailable
     }
 
     /// Reads every counter map, summing the per-CPU values.
@@ -262,28 +302,80 @@ fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> KernelError {
     }
 }
 
+/// What attaching gave: the hooks in place, and the collectors left out.
+#[derive(Default)]
+struct Attached {
+    hooks: Vec<Hook>,
+    unavailable: Vec<Unavailable>,
+}
+
+impl Attached {
+    /// Keeps a collector's hooks, or leaves the collector out (with the reason, logged) when
+    /// one of them failed. Hooks of the collector attached before the failure stay: they are
+    /// harmless, and detaching them mid-way would need state aya does not give back.
+    fn collector(&mut self, reason: &'static str, hooks: Result<Vec<Hook>, KernelError>) {
+        match hooks {
+            Ok(hooks) => self.hooks.extend(hooks),
+            Err(error) => {
+                tracing::warn!(%error, reason, "collector unavailable, running without it");
+                self.unavailable.push(Unavailable {
+                    reason,
+                    cause: error.to_string(),
+                });
+            }
+        }
+    }
+}
+
 fn attach_all(
     ebpf: &mut Ebpf,
     btf: &aya::Btf,
-    cgroup_root: &Path,
     collectors: Collectors,
-) -> Result<Vec<Hook>, KernelError> {
-    let mut hooks = vec![attach_tcp_state(ebpf, btf, collectors.tcp_state_hook)?];
+    tracefs: &Result<(), requirements::MissingRequirement>,
+    cgroup_root: &Result<std::path::PathBuf, requirements::MissingRequirement>,
+    attached: &mut Attached,
+) -> Result<(), KernelError> {
+    // Without tracefs only the BTF tracepoint can watch TCP states.
+    let tcp_state_hook = match (tracefs, collectors.tcp_state_hook) {
+        (Err(_), TcpStateHook::Auto) => TcpStateHook::TpBtf,
+        (Err(missing), TcpStateHook::Tracepoint) => return Err(missing.clone().into()),
+        (_, choice) => choice,
+    };
+    attached
+        .hooks
+        .push(attach_tcp_state(ebpf, btf, tcp_state_hook)?);
     if collectors.bind {
-        hooks.extend(attach_bind(ebpf, cgroup_root)?);
+        let hooks = match (tracefs, cgroup_root) {
+            (Ok(()), Ok(root)) => attach_bind(ebpf, root),
+            (Err(missing), _) | (_, Err(missing)) => Err(missing.clone().into()),
+        };
+        attached.collector(BIND_UNAVAILABLE, hooks);
     }
     if collectors.autobind {
-        for (program, syscall) in [
-            ("connect_exit", "sys_exit_connect"),
-            ("sendto_exit", "sys_exit_sendto"),
-            ("sendmsg_exit", "sys_exit_sendmsg"),
-            ("sendmmsg_exit", "sys_exit_sendmmsg"),
-        ] {
-            let facts = "UDP autobind out of ports (EAGAIN on a UDP socket without a port)";
-            hooks.push(attach_syscall_exit(ebpf, program, syscall, facts)?);
-        }
+        let hooks = tracefs
+            .clone()
+            .map_err(KernelError::from)
+            .and_then(|()| attach_autobind(ebpf));
+        attached.collector(AUTOBIND_UNAVAILABLE, hooks);
     }
-    Ok(hooks)
+    Ok(())
+}
+
+/// `port_monitor_degraded` reasons.
+pub const BIND_UNAVAILABLE: &str = "bind_hooks_unavailable";
+pub const AUTOBIND_UNAVAILABLE: &str = "autobind_hooks_unavailable";
+
+fn attach_autobind(ebpf: &mut Ebpf) -> Result<Vec<Hook>, KernelError> {
+    let facts = "UDP autobind out of ports (EAGAIN on a UDP socket without a port)";
+    [
+        ("connect_exit", "sys_exit_connect"),
+        ("sendto_exit", "sys_exit_sendto"),
+        ("sendmsg_exit", "sys_exit_sendmsg"),
+        ("sendmmsg_exit", "sys_exit_sendmmsg"),
+    ]
+    .into_iter()
+    .map(|(program, syscall)| attach_syscall_exit(ebpf, program, syscall, facts))
+    .collect()
 }
 
 const TCP_STATE_FACTS: &str = "TCP state transitions; connect() failures: out of ports \

@@ -9,7 +9,7 @@ use std::{
 use caps::{CapSet, Capability};
 
 /// Something the system lacks.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum MissingRequirement {
     #[error(
         "missing capabilities {missing}: port-monitor loads eBPF programs, attaches them to the \
@@ -28,7 +28,7 @@ pub enum MissingRequirement {
     )]
     NoTracefs { reason: String },
     #[error("cannot read /proc/self/mountinfo: {0}")]
-    Mountinfo(std::io::Error),
+    Mountinfo(std::sync::Arc<std::io::Error>),
 }
 
 /// Capabilities needed for the whole run. `CAP_SYS_ADMIN` alone would also cover loading
@@ -93,8 +93,8 @@ pub fn drop_attach_capabilities() -> Result<(), caps::errors::CapsError> {
 /// # Errors
 /// When none is mounted.
 pub fn cgroup2_root() -> Result<PathBuf, MissingRequirement> {
-    let mountinfo =
-        fs::read_to_string("/proc/self/mountinfo").map_err(MissingRequirement::Mountinfo)?;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|error| MissingRequirement::Mountinfo(error.into()))?;
     find_mount(&mountinfo, "cgroup2").ok_or(MissingRequirement::NoCgroup2)
 }
 

@@ -1,10 +1,11 @@
-//! The endpoint holds up against abuse: malformed requests, oversized headers and a slowloris
-//! of hundreds of connections, while normal scrapes keep answering in time and memory stays
-//! put.
+//! The endpoint holds up against abuse: thousands of malformed requests, oversized headers,
+//! slowloris and slow-read runs of slowhttptest with more connections than the endpoint keeps
+//! open, while normal scrapes keep answering in time and memory stays put.
 
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -61,13 +62,15 @@ fn privileged_abuse_does_not_starve_scrapes() {
     let before = resident_kib(exporter.pid());
 
     // Malformed requests: each refused, none crashes anything.
-    let garbage: [&[u8]; 4] = [
+    let garbage: [&[u8]; 6] = [
         b"\x00\x01\x02\r\n\r\n",
         b"GET\r\n\r\n",
         b"GET /metrics HTTP/9.9\r\n\r\n",
         b"BREW /pot HTCPCP/1.0\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n",
+        b"POST /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     ];
-    for round in 0..250 {
+    for round in 0..MALFORMED_REQUESTS {
         let status = raw(&exporter.address, garbage[round % garbage.len()]);
         assert!(!status.contains(" 200 "), "garbage got {status}");
     }
@@ -121,12 +124,76 @@ fn privileged_abuse_does_not_starve_scrapes() {
     drop(slow);
     scrape_in_time(&exporter);
 
+    // slowhttptest: more trickling connections than the endpoint keeps open, then clients
+    // that ask for /metrics and read the answer a byte at a time.
+    let slowloris = slowhttptest(&exporter, &["-H", "-c", "1000", "-r", "500", "-i", "1"]);
+    let slow_read = slowhttptest(
+        &exporter,
+        &[
+            "-X", "-c", "600", "-r", "300", "-k", "10", "-w", "1", "-y", "16", "-n", "3", "-z", "1",
+        ],
+    );
+    scrape_in_time(&exporter);
+
     let after = resident_kib(exporter.pid());
     assert!(
         after < before + 16 * 1024,
         "memory after the abuse: {after} kiB, before: {before} kiB"
     );
     println!(
-        "http abuse: 250 malformed requests, 1 oversized head, 300 slowloris connections; RSS {before} -> {after} kiB"
+        "http abuse: {MALFORMED_REQUESTS} malformed requests, 1 oversized head, 300 slowloris connections by hand; \
+         slowhttptest slowloris {slowloris}; slow read {slow_read}; RSS {before} -> {after} kiB"
     );
+}
+
+const MALFORMED_REQUESTS: usize = 3000;
+
+/// Seconds each slowhttptest run lasts.
+const SLOWHTTPTEST_SECONDS: u64 = 12;
+
+/// Runs slowhttptest with `mode` against `/metrics`, scraping twice a second while it runs:
+/// every scrape must answer in time. Returns what slowhttptest reached, for the record.
+fn slowhttptest(exporter: &Exporter, mode: &[&str]) -> String {
+    let report = std::env::temp_dir().join(format!("pm-slowhttptest-{}", std::process::id()));
+    let mut attack = Command::new("slowhttptest")
+        .args(mode)
+        .args([
+            "-l",
+            &SLOWHTTPTEST_SECONDS.to_string(),
+            "-p",
+            "2",
+            "-g",
+            "-o",
+        ])
+        .arg(&report)
+        .arg("-u")
+        .arg(format!("http://{}/metrics", exporter.address))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("slowhttptest (Debian package slowhttptest; cargo xtask test installs it)");
+    let deadline = Instant::now() + Duration::from_secs(SLOWHTTPTEST_SECONDS + 30);
+    let mut scrapes = 0;
+    while attack.try_wait().expect("slowhttptest status").is_none() {
+        assert!(Instant::now() < deadline, "slowhttptest did not end");
+        scrape_in_time(exporter);
+        scrapes += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Its CSV: seconds, closed, pending, connected, target connections.
+    let csv_path = report.with_extension("csv");
+    let csv = std::fs::read_to_string(&csv_path).expect("slowhttptest CSV report");
+    let peak = csv
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split(',').nth(3)?.parse::<u32>().ok())
+        .max()
+        .unwrap_or(0);
+    let _ = std::fs::remove_file(csv_path);
+    let _ = std::fs::remove_file(report.with_extension("html"));
+    assert!(peak >= 100, "slowhttptest never got going: {csv}");
+    format!(
+        "{} ({peak} connections open at the peak, {scrapes} scrapes in time)",
+        mode.join(" ")
+    )
 }

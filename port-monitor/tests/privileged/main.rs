@@ -15,6 +15,7 @@ mod bind_errors;
 mod check;
 mod churn;
 mod config_file;
+mod degraded;
 mod exhaustion;
 mod exposition;
 mod ground_truth;

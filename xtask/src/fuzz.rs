@@ -14,7 +14,13 @@ use crate::{cmd, setup};
 const FUZZ_DIR: &str = "port-monitor/fuzz";
 
 /// Every target, as named in `port-monitor/fuzz/Cargo.toml`.
-const TARGETS: [&str; 4] = ["record_decoder", "config_file", "sysctls", "cgroup_paths"];
+const TARGETS: [&str; 5] = [
+    "record_decoder",
+    "config_file",
+    "web_config",
+    "sysctls",
+    "cgroup_paths",
+];
 
 #[derive(Args)]
 pub struct Options {

@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{Encoder as _, Registry, TextEncoder};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    net::TcpListener,
+    net::{TcpListener, TcpStream},
 };
 
 use super::{
@@ -101,31 +101,33 @@ pub async fn serve(
             continue;
         };
         let admission = Arc::new(admission);
-        let endpoint = Arc::clone(&endpoint);
         let stream = WriteDeadline::new(stream, WRITE_STALL_TIMEOUT);
-        let task = tokio::spawn({
-            let admission = Arc::clone(&admission);
-            async move {
-                match endpoint.web.tls.clone() {
-                    None => serve_connection(stream, endpoint, admission, peer).await,
-                    Some(acceptor) => {
-                        // The handshake gets the same deadline as a request head.
-                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(stream)) => {
-                                serve_connection(stream, endpoint, admission, peer).await
-                            }
-                            Ok(Err(error)) => {
-                                tracing::debug!(%peer, %error, "TLS handshake failed")
-                            }
-                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                        }
-                    }
-                }
-            }
-        });
+        let task = tokio::spawn(serve_stream(
+            stream,
+            Arc::clone(&endpoint),
+            Arc::clone(&admission),
+            peer,
+        ));
         admission.attach(task.abort_handle());
+    }
+}
+
+/// Completes the TLS handshake when TLS is on, then serves HTTP.
+async fn serve_stream(
+    stream: WriteDeadline<TcpStream>,
+    endpoint: Arc<Endpoint>,
+    admission: Arc<Admission>,
+    peer: SocketAddr,
+) {
+    let Some(acceptor) = endpoint.web.tls.clone() else {
+        serve_connection(stream, endpoint, admission, peer).await;
+        return;
+    };
+    // The handshake gets the same deadline as a request head.
+    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => serve_connection(stream, endpoint, admission, peer).await,
+        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 

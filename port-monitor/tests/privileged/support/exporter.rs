@@ -2,7 +2,7 @@
 
 use std::{
     net::TcpListener,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
 };
@@ -20,8 +20,9 @@ pub struct Exporter {
     pub address: String,
     log: PathBuf,
     /// Served over TLS (`--web.config.file` with `tls_server_config`): readiness is probed
-    /// with curl, which the tests' HTTP client cannot do without TLS support.
-    tls: bool,
+    /// with curl, which the tests' HTTP client cannot do without TLS support, given these
+    /// extra arguments (a client certificate when the server requires one).
+    tls: Option<Vec<String>>,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,15 +33,27 @@ impl Exporter {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
-        Self::spawn(extra, false)
+        Self::spawn(extra, None)
     }
 
     /// Starts with a web configuration that turns TLS on; readiness is probed over HTTPS.
     pub fn start_tls(extra: &[&str]) -> Self {
-        Self::spawn(extra, true)
+        Self::spawn(extra, Some(Vec::new()))
     }
 
-    fn spawn(extra: &[&str], tls: bool) -> Self {
+    /// Starts with a web configuration that requires a client certificate; readiness is
+    /// probed over HTTPS with `cert` and its `key`.
+    pub fn start_tls_with_client_cert(extra: &[&str], cert: &Path, key: &Path) -> Self {
+        let probe = vec![
+            "--cert".to_owned(),
+            cert.display().to_string(),
+            "--key".to_owned(),
+            key.display().to_string(),
+        ];
+        Self::spawn(extra, Some(probe))
+    }
+
+    fn spawn(extra: &[&str], tls: Option<Vec<String>>) -> Self {
         // Ask the kernel for a free port, then hand it over (the window between is tiny).
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
@@ -98,9 +111,9 @@ impl Exporter {
     }
 
     fn is_ready(&self) -> bool {
-        if !self.tls {
+        let Some(probe) = &self.tls else {
             return self.get("/-/ready").is_ok_and(|(status, _)| status == 200);
-        }
+        };
         Command::new("curl")
             .args([
                 "--silent",
@@ -110,6 +123,7 @@ impl Exporter {
                 "--write-out",
                 "%{http_code}",
             ])
+            .args(probe)
             .arg(format!("https://{}/-/ready", self.address))
             .output()
             .is_ok_and(|output| output.stdout == b"200")

@@ -18,7 +18,10 @@ mod namespace;
 pub mod ports;
 pub mod sockets;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    net::SocketAddr,
+};
 
 use port_monitor_common::{Operation, maps::ErrorKey};
 
@@ -155,7 +158,7 @@ pub struct Model {
     port_scans: anomalies::PortScans,
     /// Each namespace's connections at its previous snapshot (hashed 4-tuples).
     previous_connections: HashMap<NetnsId, HashSet<u64>>,
-    last_anomaly: BTreeMap<AnomalyKind, LastAnomaly>,
+    last_anomaly: BTreeMap<AnomalyKind, Latest>,
 }
 
 /// The most recent anomaly of a kind: where, who (when the kernel saw the caller), and what.
@@ -166,6 +169,50 @@ pub struct LastAnomaly {
     pub cgroup_id: Option<u64>,
     /// The destination, address or port it is about.
     pub subject: String,
+}
+
+/// A [`LastAnomaly`] as the model keeps it: a failed call's subject is described only when it
+/// is shown. Failure records can come by the million a second and only the last one of each
+/// kind is ever shown, while formatting the addresses of every one was most of the cost of
+/// absorbing a record (benches/aggregator.rs).
+#[derive(Clone, Debug)]
+struct Latest {
+    netns: NetnsId,
+    caller: Option<Caller>,
+    cgroup_id: Option<u64>,
+    subject: Subject,
+}
+
+#[derive(Clone, Debug)]
+enum Subject {
+    /// Described when it happened: a condition a snapshot showed, a port scan.
+    Described(String),
+    /// A failed call's local address, and its destination for a connect.
+    Call {
+        local: SocketAddr,
+        remote: Option<SocketAddr>,
+    },
+}
+
+impl Latest {
+    fn shown(&self) -> LastAnomaly {
+        LastAnomaly {
+            netns: self.netns,
+            caller: self.caller.clone(),
+            cgroup_id: self.cgroup_id,
+            subject: match &self.subject {
+                Subject::Described(subject) => subject.clone(),
+                Subject::Call {
+                    local,
+                    remote: Some(remote),
+                } => format!("{} -> {remote}", local.ip()),
+                Subject::Call {
+                    local,
+                    remote: None,
+                } => local.to_string(),
+            },
+        }
+    }
 }
 
 impl Model {
@@ -216,11 +263,11 @@ impl Model {
             for (kind, subject) in self.crossings.update(snapshot.netns, conditions) {
                 self.last_anomaly.insert(
                     kind,
-                    LastAnomaly {
+                    Latest {
                         netns: snapshot.netns,
                         caller: None,
                         cgroup_id: None,
-                        subject: subject.clone(),
+                        subject: Subject::Described(subject.clone()),
                     },
                 );
                 happened.push((snapshot.netns, kind, subject));
@@ -319,11 +366,11 @@ impl Model {
         {
             self.last_anomaly.insert(
                 AnomalyKind::PortScan,
-                LastAnomaly {
+                Latest {
                     netns: failure.netns,
                     caller: None,
                     cgroup_id: failure.cgroup_id,
-                    subject: scan.clone(),
+                    subject: Subject::Described(scan.clone()),
                 },
             );
             return Some(scan);
@@ -335,17 +382,16 @@ impl Model {
         } else {
             return None;
         };
-        let subject = match failure.remote {
-            Some(remote) => format!("{} -> {remote}", failure.local.ip()),
-            None => failure.local.to_string(),
-        };
         self.last_anomaly.insert(
             kind,
-            LastAnomaly {
+            Latest {
                 netns: failure.netns,
                 caller: failure.caller.clone(),
                 cgroup_id: failure.cgroup_id,
-                subject,
+                subject: Subject::Call {
+                    local: failure.local,
+                    remote: failure.remote,
+                },
             },
         );
         None
@@ -440,8 +486,10 @@ impl Model {
     }
 
     /// The most recent anomaly of each kind.
-    pub fn last_anomalies(&self) -> impl Iterator<Item = (AnomalyKind, &LastAnomaly)> {
-        self.last_anomaly.iter().map(|(kind, last)| (*kind, last))
+    pub fn last_anomalies(&self) -> impl Iterator<Item = (AnomalyKind, LastAnomaly)> + '_ {
+        self.last_anomaly
+            .iter()
+            .map(|(kind, latest)| (*kind, latest.shown()))
     }
 
     /// Namespaces that are gone and whose kernel map entries should now be deleted.
@@ -689,6 +737,64 @@ mod tests {
         assert_eq!(happened.len(), 1, "{happened:?}");
         assert_eq!(happened[0].1, AnomalyKind::ConnectionChurn);
         assert_eq!(model.anomalies()[&(1, AnomalyKind::ConnectionChurn)], 1);
+    }
+
+    #[test]
+    fn the_latest_failure_of_each_kind_is_shown_with_its_addresses() {
+        let failure = |operation, errno, auto_port, local: &str, remote: Option<&str>| Failure {
+            netns: 1,
+            kind: FailureKind {
+                operation,
+                protocol: Protocol::Tcp,
+                errno,
+                auto_port,
+            },
+            caller: None,
+            cgroup_id: Some(7),
+            timestamp_ns: 0,
+            local: local.parse().expect("literal"),
+            remote: remote.map(|remote| remote.parse().expect("literal")),
+        };
+        let mut model = Model::default();
+        for failure in [
+            failure(
+                Operation::Connect,
+                errno::EADDRNOTAVAIL,
+                true,
+                "10.0.0.2:0",
+                Some("10.0.0.1:443"),
+            ),
+            failure(
+                Operation::Connect,
+                errno::EADDRNOTAVAIL,
+                true,
+                "[fd00::2]:0",
+                Some("[fd00::1]:443"),
+            ),
+            failure(
+                Operation::Bind,
+                errno::EADDRINUSE,
+                false,
+                "[::1]:8080",
+                None,
+            ),
+        ] {
+            assert_eq!(model.apply_failure(&failure), None);
+        }
+        let shown: Vec<_> = model
+            .last_anomalies()
+            .map(|(kind, last)| (kind, last.subject))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    AnomalyKind::PortExhaustion,
+                    "fd00::2 -> [fd00::1]:443".into()
+                ),
+                (AnomalyKind::BindConflict, "[::1]:8080".into()),
+            ]
+        );
     }
 
     #[test]

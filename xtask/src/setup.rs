@@ -23,9 +23,18 @@ const LLVM_MAJOR: &str = "22";
 /// Debian packages needed to build (bpf-linker needs LLVM's development files).
 const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
 
-/// Debian packages the benchmarks use: `ip` for their namespaces and the peers measured
-/// beside port-monitor.
-const BENCH_PACKAGES: &[&str] = &["iproute2", "bpftrace"];
+/// Debian packages the benchmarks use: `ip` for their namespaces, the peers measured beside
+/// port-monitor (bpftrace, bcc's `tcpstates` with kernel headers to compile against,
+/// `node_exporter`), `curl` to time scrapes and gnuplot for the plot.
+const BENCH_PACKAGES: &[&str] = &[
+    "iproute2",
+    "bpftrace",
+    "bpfcc-tools",
+    "linux-headers-amd64",
+    "prometheus-node-exporter",
+    "curl",
+    "gnuplot-nox",
+];
 
 /// Debian packages the tests use: `ip` and `ss` (namespaces and ground truth), `bpftool`
 /// (nothing left attached after shutdown), `promtool` (exposition format, alerting rules),
@@ -62,6 +71,45 @@ pub fn install(purpose: Purpose) -> Result<()> {
     if purpose == Purpose::Test {
         install_python_tools()?;
         install_cargo_fuzz()?;
+    }
+    if purpose == Purpose::Bench {
+        merge_kernel_headers()?;
+    }
+    Ok(())
+}
+
+/// Where bcc finds kernel headers (`BCC_KERNEL_SOURCE`).
+pub const KERNEL_HEADERS: &str = "target/tools/kernel-headers";
+
+/// bcc compiles its programs against kernel headers when it starts; this kernel ships none
+/// (no package, no `CONFIG_IKHEADERS`). `tcpstates` on the `inet_sock_set_state` tracepoint
+/// reads only the tracepoint's arguments, whose layout bcc takes from the running kernel's
+/// tracefs, so Debian's headers of another kernel compile it correctly. Debian splits them
+/// into a common tree and an architecture tree; bcc wants one: a tree of symbolic links
+/// joining both.
+fn merge_kernel_headers() -> Result<()> {
+    let target = std::path::Path::new(KERNEL_HEADERS);
+    if target.join("include/linux/kconfig.h").exists() {
+        return Ok(());
+    }
+    let mut arch_trees: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/src")?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.to_string_lossy().ends_with("-amd64"))
+        .collect();
+    arch_trees.sort();
+    let Some(arch) = arch_trees.pop() else {
+        bail!("no /usr/src/linux-headers-*-amd64 after installing linux-headers-amd64");
+    };
+    let common = std::path::PathBuf::from(arch.to_string_lossy().replace("-amd64", "-common"));
+    std::fs::create_dir_all(target)?;
+    for tree in [&common, &arch] {
+        cmd::run(
+            cmd::command("cp")
+                .args(["-rsf", "--"])
+                .arg(tree.join("."))
+                .arg(target),
+        )?;
     }
     Ok(())
 }

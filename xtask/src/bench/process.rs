@@ -105,9 +105,20 @@ fn start_printing(mut command: Command, ready_marker: &str) -> Result<Running> {
     Ok(Running::Peer(child))
 }
 
+/// SIGINT, as Ctrl-C would; killed if still there after 10 s (bcc's tools miss a SIGINT that
+/// comes while they work through a backlog of events).
 fn interrupt(mut child: Child) -> Result<()> {
     cmd::run(cmd::command("kill").args(["-INT", &child.id().to_string()]))?;
-    child.wait()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            println!("  (pid {} ignored SIGINT for 10 s: killed)", child.id());
+            child.kill()?;
+            child.wait()?;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Ok(())
 }
 

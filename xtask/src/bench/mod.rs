@@ -44,6 +44,8 @@ enum Part {
     Overhead,
     Aggregator,
     Scrape,
+    /// Only draw the plot again, from the data the last runs left in `target/bench/`.
+    Plot,
 }
 
 /// Where the tables and the plot's data go.
@@ -66,7 +68,9 @@ pub fn run(options: &Options) -> Result<()> {
     if wanted(Part::Scrape) {
         report.push_str(&scrape::run()?);
     }
-    fs::write(Path::new(RESULTS).join("report.md"), &report)?;
+    if options.parts != [Part::Plot] {
+        fs::write(Path::new(RESULTS).join("report.md"), &report)?;
+    }
     if Path::new(RESULTS).join(overhead::DATA).exists()
         && Path::new(RESULTS).join(scrape::DATA).exists()
     {

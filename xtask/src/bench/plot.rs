@@ -14,13 +14,22 @@ const PLOT: &str = "docs/benchmarks.png";
 
 pub fn draw() -> Result<()> {
     let results = Path::new(RESULTS);
-    let names: Vec<String> = Monitor::ALL
+    let overhead = results.join(overhead::DATA);
+    // One series per monitor: a block of the data file each.
+    let series: Vec<String> = Monitor::ALL
         .iter()
-        .map(|monitor| format!("\"{}\"", monitor.name()))
+        .enumerate()
+        .map(|(index, monitor)| {
+            format!(
+                "\"{}\" index {index} using 3:4:5:6 with yerrorlines title \"{}\"",
+                overhead.display(),
+                monitor.name()
+            )
+        })
         .collect();
     let script = format!(
         r#"
-set terminal png size 1400,560 font ",11"
+set terminal png size 1400,560 font ",11" noenhanced
 set output "{PLOT}"
 set multiplot layout 1,2
 set grid
@@ -36,14 +45,11 @@ set logscale x
 set title "Slowdown of the workload (median, min-max over pairs)"
 set xlabel "workload cycles/s without a monitor (fin, rst: TCP; udp: UDP)"
 set ylabel "% slower"
-names = "{names}"
-plot for [m=0:{last}] "{overhead}" using ($2==m ? $3 : 1/0):4:5:6 with yerrorlines title word(names, m+1)
+plot {series}
 unset multiplot
 "#,
         scrape = results.join(scrape::DATA).display(),
-        overhead = results.join(overhead::DATA).display(),
-        names = names.join(" "),
-        last = Monitor::ALL.len() - 1,
+        series = series.join(", \\\n     "),
     );
     let mut gnuplot = cmd::command("gnuplot")
         .stdin(Stdio::piped())

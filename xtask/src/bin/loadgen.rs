@@ -43,6 +43,7 @@ fn main() -> std::io::Result<()> {
     };
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     let receiver = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let (tcp_address, udp_address) = (listener.local_addr()?, receiver.local_addr()?);
     let closed = closed_port()?;
     let duration = Duration::from_secs_f64(seconds);
     let started = Instant::now();
@@ -51,8 +52,8 @@ fn main() -> std::io::Result<()> {
         // 64 cycles between clock reads keeps the timing out of the measured loop.
         for _ in 0..64 {
             match mode {
-                Mode::Fin | Mode::Rst => tcp_cycle(&listener, mode == Mode::Rst)?,
-                Mode::Udp => udp_cycle(receiver.local_addr()?)?,
+                Mode::Fin | Mode::Rst => tcp_cycle(&listener, tcp_address, mode == Mode::Rst)?,
+                Mode::Udp => udp_cycle(udp_address)?,
                 Mode::Refused => {
                     if TcpStream::connect(closed).is_ok() {
                         return Err(std::io::Error::other("the closed port accepted"));
@@ -71,8 +72,8 @@ fn main() -> std::io::Result<()> {
     Ok(())
 }
 
-fn tcp_cycle(listener: &TcpListener, abort: bool) -> std::io::Result<()> {
-    let client = TcpStream::connect(listener.local_addr()?)?;
+fn tcp_cycle(listener: &TcpListener, address: SocketAddr, abort: bool) -> std::io::Result<()> {
+    let client = TcpStream::connect(address)?;
     let (server, _) = listener.accept()?;
     if abort {
         set_linger_zero(&client)?;

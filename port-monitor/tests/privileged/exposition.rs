@@ -1,8 +1,9 @@
-//! The exposition format of a real scrape passes `promtool check metrics`.
+//! The exposition format of a real scrape passes `promtool check metrics`, whatever bytes the
+//! processes it names put in their names.
 
 use std::{
     io::Write as _,
-    net::{Ipv4Addr, TcpStream},
+    net::{Ipv4Addr, TcpListener, TcpStream},
     process::{Command, Stdio},
     time::Duration,
 };
@@ -37,26 +38,7 @@ fn privileged_scrape_passes_promtool_check_metrics() {
         metrics.text
     );
 
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) is installed by cargo xtask test");
-    promtool
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(metrics.text.as_bytes())
-        .expect("feed promtool");
-    let output = promtool.wait_with_output().expect("promtool ran");
-    assert!(
-        output.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_promtool_accepts(&metrics.text);
     assert!(
         metrics.get("process_resident_memory_bytes", &[]).is_some(),
         "process metrics"
@@ -102,4 +84,77 @@ fn privileged_scrapes_are_gzipped_when_asked() {
         compressed.len(),
         text.len()
     );
+}
+
+/// `promtool check metrics` accepts `text`.
+fn assert_promtool_accepts(text: &str) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is installed by cargo xtask test");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let output = promtool.wait_with_output().expect("promtool ran");
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A thread name with a quote, a backslash, a newline and a byte that is not UTF-8: what a
+/// hostile or careless process can call itself (15 bytes at most).
+const HOSTILE_NAME: &[u8] = b"a\"b\\c\nd\xff\0";
+
+#[test]
+fn privileged_a_hostile_process_name_cannot_break_the_exposition() {
+    if !privileged("a_hostile_process_name_cannot_break_the_exposition") {
+        return;
+    }
+    let netns = TestNetns::new("hostile");
+    let id = netns.label();
+    // Two ephemeral ports: the third connection to the same destination runs out of ports,
+    // in connect(), where the kernel sees the calling thread and its name.
+    netns.sysctl("net.ipv4.ip_local_port_range", "40000 40001");
+    let exporter = Exporter::start();
+    let (_listener, _connected, third) = netns.run(|| {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+        let named = unsafe { libc::prctl(libc::PR_SET_NAME, HOSTILE_NAME.as_ptr()) };
+        assert_eq!(named, 0, "prctl(PR_SET_NAME)");
+        // Outside the ephemeral range, so that the listener takes none of its two ports.
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 7200)).expect("listener");
+        let connected = [
+            TcpStream::connect((Ipv4Addr::LOCALHOST, 7200)).expect("first port"),
+            TcpStream::connect((Ipv4Addr::LOCALHOST, 7200)).expect("second port"),
+        ];
+        let third = TcpStream::connect((Ipv4Addr::LOCALHOST, 7200)).map(drop);
+        (listener, connected, third)
+    });
+    assert_eq!(
+        third.expect_err("out of ports").kind(),
+        std::io::ErrorKind::AddrNotAvailable
+    );
+    // The label value as the text format writes it: quote, backslash and newline escaped,
+    // the invalid byte replaced by U+FFFD.
+    let escaped = "comm=\"a\\\"b\\\\c\\nd\u{FFFD}\"";
+    let metrics = exporter.wait_until(Duration::from_secs(10), |m| m.text.contains(escaped));
+    let line = metrics
+        .text
+        .lines()
+        .find(|line| line.starts_with("port_monitor_anomaly_last_info") && line.contains(&id))
+        .unwrap_or_default();
+    assert!(
+        line.contains("kind=\"port_exhaustion\"") && line.contains(escaped),
+        "the name, escaped, in the anomaly's labels: {line:?}\n{}",
+        metrics.text
+    );
+    assert_promtool_accepts(&metrics.text);
 }

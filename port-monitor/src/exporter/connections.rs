@@ -60,9 +60,10 @@ impl Connections {
     pub fn admit(self: &Arc<Self>) -> Option<Admission> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if open.slots.len() >= self.limit {
+            // A slot whose task is not spawned yet cannot be closed: it is the newest anyway.
             let idle = open.slots.iter().find_map(|(&id, slot)| {
-                let idle = !slot.answering.load(Ordering::Acquire);
-                slot.abort.as_ref().filter(|_| idle).map(|_| id)
+                let closable = slot.abort.is_some() && !slot.answering.load(Ordering::Acquire);
+                closable.then_some(id)
             })?;
             if let Some(abort) = open.slots.remove(&idle).and_then(|slot| slot.abort) {
                 abort.abort();

@@ -141,8 +141,8 @@ fn failure_rate() -> Result<String> {
         let after = monitor.scrape()?;
         monitor.stop()?;
         let delta = |name: &str, labels: &[&str]| {
-            metric(&after, name, labels, true).unwrap_or(0.0)
-                - metric(&before, name, labels, true).unwrap_or(0.0)
+            metric(&after, name, labels).unwrap_or(0.0)
+                - metric(&before, name, labels).unwrap_or(0.0)
         };
         let received = delta("port_monitor_events_total", &["kind=\"connect_failure\""]);
         let lost = delta("port_monitor_events_lost_total", &[]);

@@ -239,20 +239,18 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok(ticks as f64 / per_second.max(1) as f64)
 }
 
-/// The value of the first sample of `name` whose labels contain every one of `labels`
-/// (`key="value"` strings); summed over every such sample when `sum` is set.
-pub fn metric(text: &str, name: &str, labels: &[&str], sum: bool) -> Option<f64> {
-    let mut values = text.lines().filter_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let rest = series.strip_prefix(name)?;
-        let matches = (rest.is_empty() || rest.starts_with('{'))
-            && labels.iter().all(|label| rest.contains(label));
-        matches.then(|| value.parse::<f64>().ok()).flatten()
-    });
-    if sum {
-        let all: Vec<f64> = values.collect();
-        (!all.is_empty()).then(|| all.iter().sum())
-    } else {
-        values.next()
-    }
+/// The sum of the samples of `name` whose labels contain every one of `labels`
+/// (`key="value"` strings); `None` when there is none.
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let rest = series.strip_prefix(name)?;
+            let matches = (rest.is_empty() || rest.starts_with('{'))
+                && labels.iter().all(|label| rest.contains(label));
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }

@@ -157,14 +157,7 @@ fn usage(monitor: &PortMonitor, work: impl FnOnce() -> Result<()>) -> Result<Usa
 }
 
 fn snapshot_ms(metrics: &str) -> f64 {
-    metric(
-        metrics,
-        "port_monitor_snapshot_duration_seconds",
-        &[],
-        false,
-    )
-    .unwrap_or(f64::NAN)
-        * 1000.0
+    metric(metrics, "port_monitor_snapshot_duration_seconds", &[]).unwrap_or(f64::NAN) * 1000.0
 }
 
 struct WithSockets {
@@ -254,8 +247,7 @@ fn measure(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let snapshots =
-        |text: &str| metric(text, "port_monitor_snapshots_total", &[], false).unwrap_or(0.0);
+    let snapshots = |text: &str| metric(text, "port_monitor_snapshots_total", &[]).unwrap_or(0.0);
     let first = snapshots(&monitor.scrape()?);
     wait_for(monitor, |text| snapshots(text) >= first + 2.0)?;
     let netns_label = format!("netns=\"{inode}\"");
@@ -263,7 +255,6 @@ fn measure(
         &monitor.scrape()?,
         "port_monitor_sockets",
         &[&netns_label, "protocol=\"tcp\""],
-        true,
     )
     .unwrap_or(0.0);
 

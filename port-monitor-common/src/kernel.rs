@@ -9,7 +9,17 @@
 /// Name of the global the daemon overrides with the running kernel's [`KernelLayout`].
 pub const LAYOUT_GLOBAL: &str = "KERNEL_LAYOUT";
 
+/// The offset of a field this kernel does not have. Only fields whose fact can live without
+/// them may be absent (see [`KernelLayout`]); the programs check before reading one.
+pub const ABSENT: u32 = u32::MAX;
+
 /// Byte offsets of kernel struct fields. All `u32`, so the struct has no padding.
+///
+/// The fields the TCP state program needs are required: without them the daemon does not
+/// start. The others may be [`ABSENT`]: the socket-cgroup chain (`sock_cgroup`, `cgroup_kn`,
+/// `kernfs_id`, for port-scan attribution: `sk_cgrp_data.cgroup` is new in 5.15) and the
+/// file-table chain the syscall-tracepoint autobind program walks (`task_files` to
+/// `regs_arg0`); a collector whose fields are absent is left out and reported.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelLayout {
@@ -54,9 +64,11 @@ pub struct KernelLayout {
     pub file_private_data: u32,
     /// `struct socket` → `sk` (`struct sock *`).
     pub socket_sk: u32,
-    /// `struct pt_regs` → the first syscall argument (`di` on x86-64, `regs[0]` on arm64).
+    /// `struct pt_regs` → the first syscall argument as the syscall saw it: `di` on x86-64,
+    /// `orig_x0` on arm64 (at syscall exit `regs[0]` already holds the return value).
     pub regs_arg0: u32,
-    /// `struct sock` → `sk_cgrp_data.cgroup`: the cgroup v2 the socket was created in.
+    /// `struct sock` → `sk_cgrp_data.cgroup`: the cgroup v2 the socket was created in
+    /// (Linux >= 5.15; before, the pointer hides in a tagged `val`). May be [`ABSENT`].
     pub sock_cgroup: u32,
     /// `struct cgroup` → `kn` (`struct kernfs_node *`).
     pub cgroup_kn: u32,

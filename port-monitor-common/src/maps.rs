@@ -10,6 +10,17 @@ pub const COUNTERS: &str = "COUNTERS";
 /// Per-CPU array of TCP state transition counts, indexed by [`transition_index`].
 pub const TCP_TRANSITIONS: &str = "TCP_TRANSITIONS";
 
+/// Hash of socket cookie to [`BoundSocket`]: TCP sockets given a port by `bind()`, until
+/// they are released. Only on kernels whose `sock_diag` does not list bound-but-idle TCP
+/// sockets (before Linux 6.7, which added `TCP_BOUND_INACTIVE`).
+pub const BOUND_SOCKETS: &str = "BOUND_SOCKETS";
+
+/// Capacity of [`BOUND_SOCKETS`]. Bound-but-idle sockets are few, but every socket that
+/// binds before it connects or listens has an entry until it closes (a proxy with a fixed
+/// source address holds one per connection): past this the newest are not tracked and
+/// [`Counter::BoundSocketsDropped`] counts them.
+pub const BOUND_SOCKETS_MAX_ENTRIES: u32 = 65_536;
+
 /// Capacity of [`SOCKET_ERRORS`]: one entry per (netns, operation, protocol, errno) seen.
 /// A node has at most a few hundred namespaces and a handful of errnos each.
 pub const SOCKET_ERRORS_MAX_ENTRIES: u32 = 16_384;
@@ -69,6 +80,23 @@ impl ErrorKey {
     }
 }
 
+/// Value of [`BOUND_SOCKETS`]: where a TCP socket is bound. 32 bytes, explicit padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoundSocket {
+    /// The socket's network namespace, as `bpf_get_netns_cookie` and `SO_NETNS_COOKIE` give
+    /// it (cgroup socket programs cannot read the namespace's inode number).
+    pub netns_cookie: u64,
+    /// Local address: IPv4 in the first 4 bytes, or IPv6; network byte order.
+    pub addr: [u8; 16],
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Local port, host byte order.
+    pub port: u16,
+    /// Explicit padding, always zero.
+    pub padding: [u8; 4],
+}
+
 /// Slots of the [`COUNTERS`] array.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,15 +105,19 @@ pub enum Counter {
     EventsLost = 0,
     /// A new [`ErrorKey`] did not fit in [`SOCKET_ERRORS`]; the failure went uncounted.
     ErrorKeysDropped = 1,
+    /// A bound socket did not fit in [`BOUND_SOCKETS`]; its port may go unseen.
+    BoundSocketsDropped = 2,
 }
 
 /// Number of slots in [`COUNTERS`].
-pub const COUNTER_SLOTS: u32 = 2;
+pub const COUNTER_SLOTS: u32 = 3;
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: repr(C), only integer fields, no padding (asserted in the tests below).
     unsafe impl aya::Pod for super::ErrorKey {}
+    // SAFETY: repr(C), only integer fields and arrays, no padding (asserted below).
+    unsafe impl aya::Pod for super::BoundSocket {}
 }
 
 #[cfg(test)]
@@ -95,6 +127,11 @@ mod tests {
     #[test]
     fn error_key_has_no_padding() {
         assert_eq!(core::mem::size_of::<ErrorKey>(), 4 + 2 + 1 + 1 + 1 + 3);
+    }
+
+    #[test]
+    fn bound_socket_has_no_padding() {
+        assert_eq!(core::mem::size_of::<BoundSocket>(), 8 + 16 + 2 + 2 + 4);
     }
 
     #[test]

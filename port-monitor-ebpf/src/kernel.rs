@@ -1,7 +1,7 @@
 //! Reading kernel structs at the offsets the daemon found in the running kernel's BTF.
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use port_monitor_common::kernel::KernelLayout;
+use port_monitor_common::kernel::{ABSENT, KernelLayout};
 
 /// Overridden by the daemon before loading (see `port_monitor_common::kernel`). Lives in
 /// `.rodata`, which is frozen after load: the verifier reads these values as constants.
@@ -56,8 +56,11 @@ pub fn net_inum(net: *const u8, layout: &KernelLayout) -> Result<u32, Unreadable
 }
 
 /// The id of the cgroup v2 a socket was created in: who owns it, even where the current task
-/// is someone else (softirq).
+/// is someone else (softirq). 0 (unknown) on kernels without `sk_cgrp_data.cgroup`.
 pub fn socket_cgroup_id(sk: *const u8, layout: &KernelLayout) -> Result<u64, Unreadable> {
+    if layout.sock_cgroup == ABSENT || layout.cgroup_kn == ABSENT || layout.kernfs_id == ABSENT {
+        return Ok(0);
+    }
     let cgroup = read::<*const u8>(sk, layout.sock_cgroup)?;
     let node = read::<*const u8>(cgroup, layout.cgroup_kn)?;
     read::<u64>(node, layout.kernfs_id)

@@ -1,6 +1,6 @@
 //! port-monitor's kernel programs.
 //!
-//! The rule here is cost (../shared/PLATFORM.md, "What a hook costs"): the programs run in the
+//! The rule here is cost (docs/how-it-works.md, "What a hook costs"): the programs run in the
 //! path of every connection on the node. The hot path counts in per-CPU maps and returns; only
 //! rare events (a failed connect or bind) read more of the socket and send a record.
 #![no_std]

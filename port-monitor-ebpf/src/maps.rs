@@ -2,13 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use port_monitor_common::maps::{
-    COUNTER_SLOTS, EVENTS_BYTE_SIZE, ErrorKey, SOCKET_ERRORS_MAX_ENTRIES, TCP_STATE_SLOTS,
+    BOUND_SOCKETS_MAX_ENTRIES, BoundSocket, COUNTER_SLOTS, EVENTS_BYTE_SIZE, ErrorKey,
+    SOCKET_ERRORS_MAX_ENTRIES, TCP_STATE_SLOTS,
 };
-
-use crate::probes::bind::BindRequest;
 
 /// Failed socket calls by (netns, operation, protocol, errno). Per-CPU, so counting takes no
 /// lock and no atomic; the daemon sums the CPUs when it reads.
@@ -29,8 +28,29 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTE_SIZE, 0);
 
+/// What a thread asked `bind()` for, kept from the cgroup bind hook until the
+/// `sys_exit_bind` tracepoint sees the result (the syscall-tracepoint way of counting bind
+/// errors only).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BindRequest {
+    pub addr: [u8; 16],
+    pub family: u16,
+    /// Host byte order; 0 asks the kernel to choose.
+    pub port: u16,
+    pub protocol: u8,
+    pub padding: [u8; 3],
+}
+
 /// The address a thread asked `bind()` for, from the cgroup bind hook until the syscall
 /// returns. LRU and small: a thread is in at most one `bind()` at a time, and an entry whose
 /// exit was never seen (the daemon attached mid-call) is simply evicted.
 #[map]
 pub static BIND_REQUESTS: LruHashMap<u64, BindRequest> = LruHashMap::with_max_entries(4096, 0);
+
+/// TCP sockets bound by `bind()`, by socket cookie, until released: what `sock_diag` does not
+/// list before Linux 6.7. Not LRU: evicting a live entry would hide a held port silently,
+/// while a full map is counted (`Counter::BoundSocketsDropped`).
+#[map]
+pub static BOUND_SOCKETS: HashMap<u64, BoundSocket> =
+    HashMap::with_max_entries(BOUND_SOCKETS_MAX_ENTRIES, 0);

@@ -15,7 +15,7 @@ use crate::maps::{COUNTERS, EVENTS, SOCKET_ERRORS};
 
 /// Past this much unread data the record wakes the reader; below it the reader finds records
 /// on its own timer. A wake-up per record cost the workload ~40% in a connect loop, batching
-/// ~8% (../shared/PLATFORM.md).
+/// ~8% (docs/how-it-works.md).
 const WAKEUP_THRESHOLD_BYTES: u64 = 256 * 1024;
 
 /// Adds one to the count of `key`, creating the entry if it is the first.

@@ -87,20 +87,31 @@ pub struct Config {
     )]
     pub tcp_state_hook: crate::kernel::TcpStateHook,
 
+    /// Where failed binds and UDP autobind failures are seen. fexit: on the kernel functions
+    /// that fail, at no cost to anything else; a kernel that refuses fexit then counts
+    /// neither, and says so in the degraded metric and the log. tracepoint: syscall
+    /// tracepoints, which make every syscall of every process on the node slower (5-8% on a
+    /// syscall-bound loop, see BENCHMARKS.md). auto: fexit where the kernel allows it, else
+    /// tracepoint.
+    #[arg(
+        long = "kernel.errno-hook",
+        env = "PORT_MONITOR_KERNEL_ERRNO_HOOK",
+        default_value = "fexit",
+        value_enum
+    )]
+    pub errno_hook: crate::kernel::ErrnoHook,
+
     /// The cgroup v2 mount the bind hooks attach to (its root: every process below it is
     /// seen). Found in /proc/self/mountinfo when not given; set it when the host's cgroup v2
     /// root is mounted into the container elsewhere.
     #[arg(long = "kernel.cgroup-root", env = "PORT_MONITOR_KERNEL_CGROUP_ROOT")]
     pub cgroup_root: Option<std::path::PathBuf>,
 
-    /// Do not count failed binds (drops the cgroup bind hooks and the `sys_exit_bind`
-    /// tracepoint).
+    /// Do not count failed binds (drops the bind hooks).
     #[arg(long = "no-collector.bind", env = "PORT_MONITOR_NO_COLLECTOR_BIND")]
     pub no_bind: bool,
 
-    /// Do not count UDP autobind exhaustion (drops the `sys_exit_connect`, `sys_exit_sendto`,
-    /// `sys_exit_sendmsg` and `sys_exit_sendmmsg` tracepoints, which every such call pays
-    /// for; see BENCHMARKS.md).
+    /// Do not count UDP autobind exhaustion (drops the autobind hooks).
     #[arg(
         long = "no-collector.autobind",
         env = "PORT_MONITOR_NO_COLLECTOR_AUTOBIND"
@@ -127,6 +138,7 @@ impl Config {
     pub const fn collectors(&self) -> crate::kernel::Collectors {
         crate::kernel::Collectors {
             tcp_state_hook: self.tcp_state_hook,
+            errno_hook: self.errno_hook,
             bind: !self.no_bind,
             autobind: !self.no_autobind,
         }

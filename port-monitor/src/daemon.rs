@@ -98,6 +98,7 @@ async fn serve(config: Config) -> Result<()> {
         snapshot_interval,
         Arc::clone(&model),
         kernel.transitions(),
+        kernel.bound_sockets(),
         snapshots_stopped,
         move || ready.ready.store(true, Ordering::Release),
     )
@@ -178,7 +179,11 @@ async fn check(config: &Config) -> Result<()> {
         println!("UNAVAILABLE {}: {}", unavailable.reason, unavailable.cause);
     }
     let procfs = config.procfs.clone();
-    let node = tokio::task::spawn_blocking(move || snapshot::snapshot_node(&procfs)).await?;
+    let bound_sockets = kernel.bound_sockets();
+    let node = tokio::task::spawn_blocking(move || {
+        snapshot::snapshot_node(&procfs, bound_sockets.as_ref())
+    })
+    .await?;
     println!(
         "snapshot: {} network namespaces read in {:.1} ms, {} unreadable",
         node.namespaces.len(),

@@ -13,6 +13,7 @@ mod run;
 mod screenshot;
 mod setup;
 mod test;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -44,6 +45,8 @@ enum Task {
     Fuzz(fuzz::Options),
     /// Record port exhaustion in a test namespace and photograph Prometheus's graph of it.
     Screenshot,
+    /// Run a command in another kernel under qemu, on this machine's files (run it as root).
+    Vm(vm::Options),
 }
 
 fn main() -> Result<()> {
@@ -56,6 +59,7 @@ fn main() -> Result<()> {
         Task::Dashboards => dashboards::build(),
         Task::Screenshot => screenshot::take(),
         Task::Fuzz(options) => fuzz::run(&options),
+        Task::Vm(options) => vm::command(&options),
         Task::Image => {
             setup::install(setup::Purpose::Test)?;
             image::build()

@@ -58,12 +58,30 @@ const PYTHON_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "1.37.0"), ("che
 
 const VENV: &str = "target/tools/venv";
 
+/// Debian packages that boot another kernel for the tests' kernel matrix and the benchmarks
+/// ([`crate::vm`]): qemu, a static busybox for the guest's initramfs (a dynamic one would need
+/// the host's libraries before the host's root is mounted), `modprobe`/`depmod` to list and
+/// order the kernel's 9p, virtio and overlay modules, and `zstd`/`xz` to decompress the
+/// kernel image and its modules. `apt-get` and `dpkg-deb`, which fetch the kernels, are
+/// always there on Debian.
+pub const VM_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "kmod",
+    "zstd",
+    "xz-utils",
+];
+
 pub fn install(purpose: Purpose) -> Result<()> {
     let mut packages = BUILD_PACKAGES.to_vec();
     match purpose {
         Purpose::Run => {}
         Purpose::Test => packages.extend_from_slice(TEST_PACKAGES),
         Purpose::Bench => packages.extend_from_slice(BENCH_PACKAGES),
+    }
+    if purpose != Purpose::Run {
+        // The tests and the benchmarks both run in other kernels, under qemu.
+        packages.extend_from_slice(VM_PACKAGES);
     }
     install_apt_packages(&packages)?;
     install_rust_src()?;
@@ -238,7 +256,10 @@ fn install_bpf_linker() -> Result<()> {
 }
 
 /// Installing system packages needs root; say so before apt-get fails with a lock error.
-fn require_root(action: &str) -> Result<()> {
+///
+/// # Errors
+/// When the caller is not root.
+pub fn require_root(action: &str) -> Result<()> {
     let uid = cmd::output(cmd::command("id").arg("-u")).unwrap_or_default();
     if uid.trim() != "0" {
         bail!("need root to {action}: run this command as root (sudo -E cargo xtask ...)");

@@ -1,5 +1,6 @@
-//! One module per hook family, named after what it attaches to.
+//! One module per hook family, named after what it watches.
 
 pub mod autobind;
 pub mod bind;
+pub mod bound_sockets;
 pub mod tcp_state;

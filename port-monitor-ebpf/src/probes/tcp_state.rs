@@ -55,7 +55,7 @@ pub fn tcp_state_change(ctx: BtfTracePointContext) -> i32 {
 }
 
 /// The same hook through the classic tracepoint, for kernels where tp_btf cannot attach:
-/// ~166 ns a hit instead of ~60 (../shared/PLATFORM.md). The daemon picks it only then.
+/// ~166 ns a hit instead of ~60 (docs/how-it-works.md). The daemon picks it only then.
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 #[expect(
     clippy::needless_pass_by_value,

@@ -156,7 +156,7 @@ pub const SNAPSHOT_FAILURES: Spec = counter(
 );
 pub const DEGRADED: Spec = gauge(
     "port_monitor_degraded",
-    "What port-monitor cannot see now, by reason: namespaces the latest snapshot could not read (namespace_unreadable: their gauges are the previous ones) or read without their port sysctls (sysctl_unreadable: no ephemeral range gauges); 1 when a collector's kernel hooks could not be attached (bind_hooks_unavailable, autobind_hooks_unavailable: see the log). 0 when all is seen.",
+    "What port-monitor cannot see now, by reason: namespaces the latest snapshot could not read (namespace_unreadable: their gauges are the previous ones) or read without their port sysctls (sysctl_unreadable: no ephemeral range gauges); 1 when a collector's kernel hooks could not be attached or are not cheap on this kernel (bind_hooks_unavailable, autobind_hooks_unavailable, bound_sockets_unavailable: see the log). 0 when all is seen.",
     &["reason"],
 );
 pub const SNAPSHOT_CORRECTIONS: Spec = counter(
@@ -466,6 +466,7 @@ fn self_metrics<'a>(model: &Model, fixed: &'a Static) -> Vec<Family<'a>> {
         events.add(&[event_kind_label(operation)], count as f64);
     }
     let mut map_full = Family::new(&KERNEL_MAP_FULL);
+    map_full.add(&["bound_sockets"], stats.bound_sockets_dropped as f64);
     map_full.add(&["socket_errors"], stats.error_keys_dropped as f64);
     let mut programs = Family::new(&PROGRAM_INFO);
     for hook in &fixed.hooks {
@@ -477,7 +478,11 @@ fn self_metrics<'a>(model: &Model, fixed: &'a Static) -> Vec<Family<'a>> {
         stats.unreadable_namespaces as f64,
     );
     degraded.add(&["sysctl_unreadable"], stats.unreadable_sysctls as f64);
-    for reason in [kernel::BIND_UNAVAILABLE, kernel::AUTOBIND_UNAVAILABLE] {
+    for reason in [
+        kernel::BIND_UNAVAILABLE,
+        kernel::AUTOBIND_UNAVAILABLE,
+        kernel::BOUND_SOCKETS_UNAVAILABLE,
+    ] {
         let missing = fixed.unavailable.contains(&reason);
         degraded.add(&[reason], f64::from(u8::from(missing)));
     }
@@ -614,6 +619,7 @@ mod tests {
             transitions: [((TcpState::SynSent, TcpState::Established), 5)].into(),
             events_lost: 2,
             error_keys_dropped: 0,
+            bound_sockets_dropped: 0,
         });
         let fixed = Static {
             hooks: Vec::new(),
@@ -884,6 +890,7 @@ mod golden {
             .into(),
             events_lost: 0,
             error_keys_dropped: 0,
+            bound_sockets_dropped: 0,
         });
         let fixed = Static {
             hooks: vec![Hook {

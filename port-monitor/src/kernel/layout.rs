@@ -2,43 +2,88 @@
 //! `port_monitor_common::kernel` for why they are not compiled in).
 
 use btf_rs::{Btf, Type};
-use port_monitor_common::kernel::KernelLayout;
+use port_monitor_common::kernel::{ABSENT, KernelLayout};
 
 /// The running kernel's BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Why a field's offset could not be found.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum LayoutError {
     #[error(
         "cannot read the kernel's BTF at {VMLINUX_BTF}: {source}. port-monitor needs a kernel \
          built with CONFIG_DEBUG_INFO_BTF=y (every major distribution since 2020 has it)"
     )]
-    Btf { source: btf_rs::Error },
+    Btf {
+        source: std::sync::Arc<btf_rs::Error>,
+    },
     #[error("the kernel's BTF has no struct {0}")]
     NoStruct(String),
     #[error("the kernel's BTF has no field {field} in struct {within}")]
     NoField { within: String, field: String },
 }
 
-/// Reads the offsets the kernel programs need from `/sys/kernel/btf/vmlinux`.
+/// Reads the running kernel's BTF.
 ///
 /// # Errors
-/// When the BTF is missing or lacks one of the fields.
-pub fn from_running_kernel() -> Result<KernelLayout, LayoutError> {
-    let btf = Btf::from_file(VMLINUX_BTF).map_err(|source| LayoutError::Btf { source })?;
-    resolve(&btf)
+/// When the kernel has none.
+pub fn running_kernel_btf() -> Result<Btf, LayoutError> {
+    Btf::from_file(VMLINUX_BTF).map_err(|source| LayoutError::Btf {
+        source: source.into(),
+    })
 }
 
-/// The `struct pt_regs` field holding a syscall's first argument.
+/// Groups of optional fields: each serves one fact, which the daemon leaves out (and says
+/// so) when the kernel lacks a field of its group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Optional {
+    /// `sk_cgrp_data.cgroup` → `kn` → `id`: whose socket a refused connection was, for
+    /// port-scan attribution (Linux >= 5.15).
+    SocketCgroup,
+    /// `task_struct.files` → ... → `socket.sk` and the saved first syscall argument: the
+    /// socket of a failed send, for the syscall-tracepoint autobind programs.
+    FileTable,
+}
+
+/// The offsets of a kernel, with the optional fields it lacks.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub layout: KernelLayout,
+    pub missing: Vec<(Optional, LayoutError)>,
+}
+
+impl Resolved {
+    /// Why the fields of `group` cannot be read, if they cannot.
+    #[must_use]
+    pub fn missing(&self, group: Optional) -> Option<&LayoutError> {
+        self.missing
+            .iter()
+            .find_map(|(missing, error)| (*missing == group).then_some(error))
+    }
+}
+
+/// The `struct pt_regs` field holding a syscall's first argument at syscall exit: on arm64
+/// `regs[0]` then holds the return value, and the kernel keeps the argument in `orig_x0`.
 #[cfg(target_arch = "x86_64")]
 const FIRST_SYSCALL_ARGUMENT: &str = "di";
 #[cfg(target_arch = "aarch64")]
-const FIRST_SYSCALL_ARGUMENT: &str = "regs";
+const FIRST_SYSCALL_ARGUMENT: &str = "orig_x0";
 
-fn resolve(btf: &Btf) -> Result<KernelLayout, LayoutError> {
+/// Resolves every offset the programs read in `btf`. The fields the TCP state program needs
+/// are required; the others are [`ABSENT`] when missing, listed in [`Resolved::missing`].
+///
+/// # Errors
+/// When a required field is missing.
+pub fn resolve(btf: &Btf) -> Result<Resolved, LayoutError> {
     let sock = |path: &[&str]| offset(btf, "sock", path);
-    Ok(KernelLayout {
+    let mut missing = Vec::new();
+    let mut optional = |group: Optional, found: Result<u32, LayoutError>| {
+        found.unwrap_or_else(|error| {
+            missing.push((group, error));
+            ABSENT
+        })
+    };
+    let layout = KernelLayout {
         sock_family: sock(&["__sk_common", "skc_family"])?,
         // `struct inet_sock` starts with its `struct sock`: offsets from one are from both.
         sock_local_port: offset(btf, "inet_sock", &["inet_sport"])?,
@@ -54,16 +99,35 @@ fn resolve(btf: &Btf) -> Result<KernelLayout, LayoutError> {
         task_nsproxy: offset(btf, "task_struct", &["nsproxy"])?,
         nsproxy_net: offset(btf, "nsproxy", &["net_ns"])?,
         sock_bound_port: sock(&["__sk_common", "skc_num"])?,
-        task_files: offset(btf, "task_struct", &["files"])?,
-        files_fdt: offset(btf, "files_struct", &["fdt"])?,
-        fdtable_fd: offset(btf, "fdtable", &["fd"])?,
-        file_private_data: offset(btf, "file", &["private_data"])?,
         socket_sk: offset(btf, "socket", &["sk"])?,
-        regs_arg0: offset(btf, "pt_regs", &[FIRST_SYSCALL_ARGUMENT])?,
-        sock_cgroup: sock(&["sk_cgrp_data", "cgroup"])?,
-        cgroup_kn: offset(btf, "cgroup", &["kn"])?,
-        kernfs_id: offset(btf, "kernfs_node", &["id"])?,
-    })
+        task_files: optional(Optional::FileTable, offset(btf, "task_struct", &["files"])),
+        files_fdt: optional(Optional::FileTable, offset(btf, "files_struct", &["fdt"])),
+        fdtable_fd: optional(Optional::FileTable, offset(btf, "fdtable", &["fd"])),
+        file_private_data: optional(Optional::FileTable, offset(btf, "file", &["private_data"])),
+        regs_arg0: optional(
+            Optional::FileTable,
+            offset(btf, "pt_regs", &[FIRST_SYSCALL_ARGUMENT]),
+        ),
+        sock_cgroup: optional(Optional::SocketCgroup, sock(&["sk_cgrp_data", "cgroup"])),
+        cgroup_kn: optional(Optional::SocketCgroup, offset(btf, "cgroup", &["kn"])),
+        kernfs_id: optional(Optional::SocketCgroup, offset(btf, "kernfs_node", &["id"])),
+    };
+    Ok(Resolved { layout, missing })
+}
+
+/// Whether `sock_diag` lists TCP sockets that are bound but neither listening nor connected:
+/// Linux 6.7 added the `TCP_BOUND_INACTIVE` state and dumps the bind hash with it. Found in
+/// BTF (an anonymous enum's member), not from the version number, so backports count.
+#[must_use]
+pub fn lists_bound_sockets(btf: &Btf) -> bool {
+    // Type ids are dense from 1; the first id that does not resolve is the end.
+    (1..)
+        .map_while(|id| btf.resolve_type_by_id(id).ok())
+        .any(|ty| {
+            matches!(ty, Type::Enum(ref enumeration) if enumeration.members.iter().any(|member| {
+                btf.resolve_name(member).is_ok_and(|name| name == "TCP_BOUND_INACTIVE")
+            }))
+        })
 }
 
 /// Byte offset of the field at `path` (member names, outermost first) in struct `name`.
@@ -134,7 +198,10 @@ mod tests {
     /// `struct sock_common` fixes a few relations that hold on every kernel.
     #[test]
     fn resolves_the_running_kernels_layout() {
-        let layout = from_running_kernel().expect("this kernel has BTF");
+        let btf = running_kernel_btf().expect("this kernel has BTF");
+        let resolved = resolve(&btf).expect("every required field");
+        assert!(resolved.missing.is_empty(), "{:?}", resolved.missing);
+        let layout = resolved.layout;
         // skc_daddr opens the struct; inet_sock's own fields follow the whole struct sock.
         assert_eq!(layout.sock_remote_addr4, 0);
         assert_eq!(layout.sock_local_addr4, 4);
@@ -145,8 +212,15 @@ mod tests {
     }
 
     #[test]
+    fn this_kernel_lists_bound_sockets() {
+        // 6.18 here; a test of the detection on 6.1 and 6.12 BTF runs in the kernel matrix.
+        let btf = running_kernel_btf().expect("this kernel has BTF");
+        assert!(lists_bound_sockets(&btf));
+    }
+
+    #[test]
     fn names_a_missing_field() {
-        let btf = Btf::from_file(VMLINUX_BTF).expect("this kernel has BTF");
+        let btf = running_kernel_btf().expect("this kernel has BTF");
         let error = offset(&btf, "sock", &["__sk_common", "no_such_field"]).expect_err("absent");
         assert_eq!(
             error.to_string(),

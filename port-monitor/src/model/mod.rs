@@ -82,6 +82,8 @@ pub struct KernelCounters {
     pub events_lost: u64,
     /// Failed calls not counted because the error map was full.
     pub error_keys_dropped: u64,
+    /// Bound sockets not tracked because their map was full.
+    pub bound_sockets_dropped: u64,
 }
 
 /// Counts about port-monitor itself.
@@ -91,6 +93,7 @@ pub struct SelfStats {
     pub events: BTreeMap<Operation, u64>,
     pub events_lost: u64,
     pub error_keys_dropped: u64,
+    pub bound_sockets_dropped: u64,
     /// Snapshots of all namespaces completed.
     pub snapshots: u64,
     /// Seconds the latest snapshot of all namespaces took.
@@ -349,6 +352,7 @@ impl Model {
         self.transitions.clone_from(&counters.transitions);
         self.stats.events_lost = counters.events_lost;
         self.stats.error_keys_dropped = counters.error_keys_dropped;
+        self.stats.bound_sockets_dropped = counters.bound_sockets_dropped;
     }
 
     /// Counts a record received from the kernel programs. Returns a port scan it starts,

@@ -7,15 +7,22 @@
 mod sock_diag;
 
 use std::{
+    collections::{HashMap, HashSet},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::PathBuf,
     sync::{Arc, PoisonError, RwLock, mpsc},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
 
+use port_monitor_common::{FAMILY_INET6, maps::BoundSocket};
+
 use crate::{
-    kernel::TransitionReader,
-    model::{Model, NamespaceSnapshot, NetnsId, SocketTally, Timing, consistency::Transitions},
+    kernel::{BoundSocketReader, TransitionReader},
+    model::{
+        self, Model, NamespaceSnapshot, NetnsId, Protocol, SocketTally, TcpState, Timing,
+        consistency::Transitions,
+    },
     netns::{self, Netns, NetnsError},
     workloads,
 };
@@ -47,14 +54,21 @@ pub struct NodeSnapshot {
     pub duration: Duration,
 }
 
-/// Discovers the namespaces under `proc` and snapshots each.
+/// Discovers the namespaces under `proc` and snapshots each. `bound_sockets` adds the TCP
+/// sockets held by `bind()` alone where the kernel's tables do not list them (before 6.7).
 #[must_use]
-pub fn snapshot_node(proc: &std::path::Path) -> NodeSnapshot {
+pub fn snapshot_node(
+    proc: &std::path::Path,
+    bound_sockets: Option<&BoundSocketReader>,
+) -> NodeSnapshot {
     let started = Instant::now();
     let mut namespaces = Vec::new();
     let mut failed = Vec::new();
+    let bound = bound_sockets
+        .map(BoundSocketReader::read)
+        .unwrap_or_default();
     for netns in netns::discover(proc) {
-        match snapshot_namespace(&netns) {
+        match snapshot_namespace(&netns, &bound) {
             Ok(snapshot) => namespaces.push(snapshot),
             Err(error) if error.is_vanished() => {
                 tracing::debug!(netns = netns.id, %error, "namespace went away during snapshot");
@@ -72,7 +86,10 @@ pub fn snapshot_node(proc: &std::path::Path) -> NodeSnapshot {
     }
 }
 
-fn snapshot_namespace(netns: &Netns) -> Result<NamespaceSnapshot, SnapshotError> {
+fn snapshot_namespace(
+    netns: &Netns,
+    bound: &HashMap<u64, Vec<(u64, BoundSocket)>>,
+) -> Result<NamespaceSnapshot, SnapshotError> {
     let id = netns.id;
     let (socket, ports) = netns::run_in(netns, || {
         sock_diag::open().map(|socket| (socket, netns::read_port_config()))
@@ -82,8 +99,23 @@ fn snapshot_namespace(netns: &Netns) -> Result<NamespaceSnapshot, SnapshotError>
             tracing::warn!(netns = id, %error, "cannot read the namespace's port sysctls");
         })
         .ok();
+    let tracked = if bound.is_empty() {
+        &[][..]
+    } else {
+        sock_diag::netns_cookie(&socket)
+            .ok()
+            .and_then(|cookie| bound.get(&cookie))
+            .map_or(&[][..], Vec::as_slice)
+    };
+    let watched: HashSet<u64> = tracked.iter().map(|(cookie, _)| *cookie).collect();
     let mut sockets = SocketTally::default();
-    sock_diag::dump_all(&socket, &mut sockets)?;
+    let listed = sock_diag::dump_all(&socket, &mut sockets, &watched)?;
+    for (_, bound) in tracked
+        .iter()
+        .filter(|(cookie, _)| !listed.contains(cookie))
+    {
+        sockets.add(&bound_inactive(bound));
+    }
     Ok(NamespaceSnapshot {
         netns: id,
         name: netns.name.clone(),
@@ -98,6 +130,26 @@ fn snapshot_namespace(netns: &Netns) -> Result<NamespaceSnapshot, SnapshotError>
     })
 }
 
+/// A TCP socket the bind hooks saw get a port and the tables did not list: bound, idle.
+fn bound_inactive(bound: &BoundSocket) -> model::Socket {
+    let address = if bound.family == FAMILY_INET6 {
+        IpAddr::V6(Ipv6Addr::from(bound.addr))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(
+            bound.addr[0],
+            bound.addr[1],
+            bound.addr[2],
+            bound.addr[3],
+        ))
+    };
+    model::Socket {
+        protocol: Protocol::Tcp,
+        state: TcpState::BoundInactive,
+        local: SocketAddr::new(address, bound.port),
+        remote: SocketAddr::new(address, 0),
+    }
+}
+
 /// Snapshots the node every `interval` on a dedicated thread, into `model`, until `stop`
 /// receives or is dropped. `on_first` runs after the first snapshot is in the model. The
 /// TCP transitions are read just before and just after each snapshot, for the model's
@@ -110,6 +162,7 @@ pub fn spawn(
     interval: Duration,
     model: Arc<RwLock<Model>>,
     transitions: TransitionReader,
+    bound_sockets: Option<BoundSocketReader>,
     stop: mpsc::Receiver<()>,
     on_first: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -121,7 +174,7 @@ pub fn spawn(
             loop {
                 let started = Instant::now();
                 let before = read_transitions(&transitions);
-                let snapshot = snapshot_node(&proc);
+                let snapshot = snapshot_node(&proc, bound_sockets.as_ref());
                 let after = read_transitions(&transitions);
                 let mut model = model.write().unwrap_or_else(PoisonError::into_inner);
                 let timing = Timing {

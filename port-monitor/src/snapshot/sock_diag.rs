@@ -8,6 +8,8 @@ use netlink_packet_sock_diag::{
     constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP},
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
 };
+use std::{collections::HashSet, os::fd::AsRawFd as _};
+
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
 use crate::model::{self, Protocol, SocketTally, TcpState};
@@ -49,14 +51,52 @@ const TABLES: [(u8, u8, Protocol, &str); 4] = [
     (AF_INET6, IPPROTO_UDP, Protocol::Udp, "udp6"),
 ];
 
+/// The network namespace cookie of the socket's namespace (`SO_NETNS_COOKIE`, Linux >= 5.14):
+/// unlike its inode number, never reused while the node runs.
+///
+/// # Errors
+/// When the kernel does not know the option.
+pub fn netns_cookie(socket: &Socket) -> std::io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut length = libc::socklen_t::try_from(std::mem::size_of::<u64>())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: the option writes at most `length` bytes into `cookie`, which has that size.
+    let result = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut length,
+        )
+    };
+    if result == 0 {
+        Ok(cookie)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Adds every TCP and UDP socket (IPv4 and IPv6, every state) of the socket's namespace to
 /// `tally`. A UDP socket is listed once it has a port (bound, connected or autobound).
+/// Returns the cookies in `watched` of the TCP sockets the tables listed.
 ///
 /// # Errors
 /// When the kernel refuses a dump or sends something undecodable.
-pub fn dump_all(socket: &Socket, tally: &mut SocketTally) -> Result<(), DumpError> {
+pub fn dump_all(
+    socket: &Socket,
+    tally: &mut SocketTally,
+    watched: &HashSet<u64>,
+) -> Result<HashSet<u64>, DumpError> {
+    let mut listed = HashSet::new();
     for (family, ip_protocol, protocol, what) in TABLES {
         dump(socket, family, ip_protocol, what, |state, id| {
+            if protocol == Protocol::Tcp && !watched.is_empty() {
+                let cookie = socket_cookie(id.cookie);
+                if watched.contains(&cookie) {
+                    listed.insert(cookie);
+                }
+            }
             let state = match (protocol, TcpState::from_kernel(state)) {
                 // A TCP socket in a table with state CLOSE is bound but neither listening nor
                 // connected: Linux >= 6.7 lists those from the bind hash, with their real
@@ -74,7 +114,17 @@ pub fn dump_all(socket: &Socket, tally: &mut SocketTally) -> Result<(), DumpErro
             }
         })?;
     }
-    Ok(())
+    Ok(listed)
+}
+
+/// `inet_diag_sockid.idiag_cookie`: two `u32` in host byte order, the low half first.
+fn socket_cookie(bytes: [u8; 8]) -> u64 {
+    let half = |range: std::ops::Range<usize>| {
+        let mut word = [0; 4];
+        word.copy_from_slice(&bytes[range]);
+        u64::from(u32::from_ne_bytes(word))
+    };
+    half(0..4) | (half(4..8) << 32)
 }
 
 /// Sends one dump request and calls `each(state, id)` for every socket listed.

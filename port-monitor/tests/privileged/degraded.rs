@@ -9,8 +9,10 @@ use std::{
 
 use crate::support::{Exporter, TestNetns, privileged, sockets::tcp_bind};
 
-/// A directory that is not a cgroup: the kernel refuses to attach the bind programs to it,
-/// as it would on a node whose cgroup v2 root is not where it was said to be.
+/// A directory that is not a cgroup: the kernel refuses to attach cgroup programs to it, as it
+/// would on a node whose cgroup v2 root is not where it was said to be. The bind collector
+/// uses cgroup programs with the syscall-tracepoint hook (`--kernel.errno-hook=tracepoint`),
+/// which every kernel offers.
 fn not_a_cgroup() -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("pm-not-a-cgroup-{}", std::process::id()));
     std::fs::create_dir_all(&path).expect("temporary directory");
@@ -26,7 +28,7 @@ fn privileged_bind_hooks_missing_degrade_only_bind_errors() {
     let flag = format!("--kernel.cgroup-root={}", root.display());
     let netns = TestNetns::new("degraded");
     let id = netns.label();
-    let exporter = Exporter::start_with(&[&flag]);
+    let exporter = Exporter::start_with(&[&flag, "--kernel.errno-hook=tracepoint"]);
 
     // A port taken twice: without the bind hooks the conflict is not counted, but the
     // listener it left behind is in the socket gauges.
@@ -91,6 +93,7 @@ fn privileged_check_fails_and_names_a_missing_collector() {
     let root = not_a_cgroup();
     let output = Command::new(env!("CARGO_BIN_EXE_port-monitor"))
         .arg(format!("--kernel.cgroup-root={}", root.display()))
+        .arg("--kernel.errno-hook=tracepoint")
         .arg("check")
         .output()
         .expect("run check");

@@ -64,6 +64,13 @@ impl Exporter {
             "port-monitor-test-{}-{port}.log",
             std::process::id()
         ));
+        // The tests count every fact on every kernel: where fexit is refused (this machine's
+        // own kernel), bind and autobind failures are seen through the syscall tracepoints.
+        // The default hook choice has tests of its own (check.rs).
+        let errno_hook = (!extra
+            .iter()
+            .any(|arg| arg.starts_with("--kernel.errno-hook")))
+        .then_some("--kernel.errno-hook=auto");
         let child = Command::new(env!("CARGO_BIN_EXE_port-monitor"))
             .arg(format!("--web.listen-address={address}"))
             .args([
@@ -71,6 +78,7 @@ impl Exporter {
                 "--kernel.poll-interval=100ms",
                 "--log.level=debug",
             ])
+            .args(errno_hook)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))

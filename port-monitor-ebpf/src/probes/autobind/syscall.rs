@@ -1,13 +1,9 @@
-//! UDP autobind failures: a UDP socket without a port gets one from the kernel on its first
-//! connect() or send (`inet_autobind`), and when the namespace has none left the call returns
-//! EAGAIN. No tracepoint or cgroup hook sees that: `post_bind` does not run for autobind, and
-//! the cgroup sendmsg hook runs after it. Only the syscall's exit does, so these programs sit on
-//! `sys_exit_{connect,sendto,sendmsg,sendmmsg}`.
-//!
-//! Every such call pays the tracepoint's dispatch; the program itself only compares the
-//! return value with -EAGAIN. Only then does it look at the socket (the file descriptor is the
-//! first argument, still in the task's saved registers) to tell autobind failure (a UDP
-//! socket still without a port) from a full send buffer on a non-blocking socket.
+//! UDP autobind failures at the exit of `connect()`, `sendto()`, `sendmsg()` and `sendmmsg()`,
+//! for kernels that refuse fexit. Every such call pays the tracepoint's dispatch, and every
+//! other syscall on the node the traced path; the program itself only compares the return
+//! value with -EAGAIN. Only then does it look at the socket (the file descriptor is the first
+//! argument, still in the task's saved registers) to tell autobind failure (a UDP socket still
+//! without a port) from a full send buffer on a non-blocking socket.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_get_current_task_btf, bpf_task_pt_regs},
@@ -15,17 +11,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use aya_log_ebpf::warn;
-use port_monitor_common::{Operation, PROTOCOL_UDP, maps::ErrorKey};
 
-use crate::{
-    kernel::{self, Unreadable, layout},
-    record::{self, Failure},
-};
+use super::EAGAIN;
+use crate::kernel::{self, Unreadable, layout};
 
 /// Offset of `long ret` in a `sys_exit_*` record: 8 bytes of common fields, then
 /// `int __syscall_nr` padded to 8 (see the `format` file in tracefs).
 const SYS_EXIT_RET_OFFSET: usize = 16;
-const EAGAIN: i64 = 11;
 
 macro_rules! sys_exit {
     ($name:ident, $syscall:literal) => {
@@ -47,7 +39,7 @@ fn on_exit(ctx: &TracePointContext) {
     let Ok(ret) = (unsafe { ctx.read_at::<i64>(SYS_EXIT_RET_OFFSET) }) else {
         return;
     };
-    if ret == -EAGAIN && on_eagain().is_err() {
+    if ret == -i64::from(EAGAIN) && on_eagain().is_err() {
         warn!(
             ctx,
             "port-monitor: cannot read the socket of a failed send; not counted"
@@ -58,35 +50,11 @@ fn on_exit(ctx: &TracePointContext) {
 fn on_eagain() -> Result<(), Unreadable> {
     let layout = layout();
     let sk = current_socket(&layout)?;
-    if sk.is_null()
-        || kernel::read::<u16>(sk, layout.sock_protocol)? != u16::from(PROTOCOL_UDP)
-        || kernel::read::<u16>(sk, layout.sock_bound_port)? != 0
-    {
-        // A full send buffer, or not UDP: not a port problem.
+    if sk.is_null() || kernel::read::<u16>(sk, layout.sock_bound_port)? != 0 {
+        // A full send buffer: not a port problem.
         return Ok(());
     }
-    let net = kernel::read::<*const u8>(sk, layout.sock_net)?;
-    let netns = kernel::net_inum(net, &layout)?;
-    #[expect(clippy::cast_possible_truncation, reason = "EAGAIN fits")]
-    let key = ErrorKey::new(
-        netns,
-        Operation::Autobind,
-        PROTOCOL_UDP,
-        EAGAIN as u16,
-        true,
-    );
-    record::count_error(&key);
-    record::send(&Failure {
-        key,
-        has_caller: true,
-        socket_cgroup: 0,
-        family: kernel::read::<u16>(sk, layout.sock_family)?,
-        local_port: 0,
-        remote_port: 0,
-        local_addr: [0; 16],
-        remote_addr: [0; 16],
-    });
-    Ok(())
+    super::report_if_udp(sk)
 }
 
 /// The `struct sock` behind the calling task's first syscall argument, a file descriptor.

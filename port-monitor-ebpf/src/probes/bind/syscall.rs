@@ -1,11 +1,9 @@
-//! `bind()` results: the cgroup `bind4`/`bind6` hooks see what was asked, the
-//! `syscalls/sys_exit_bind` tracepoint sees the errno.
+//! `bind()` errors from the cgroup `bind4`/`bind6` hooks, which see what was asked, and the
+//! `syscalls/sys_exit_bind` tracepoint, which sees the errno. The cgroup hook runs inside the
+//! same bind() call, in the caller's context, so the two are joined by thread id.
 //!
-//! Only the syscall exit tells the errno (EADDRINUSE, EACCES, ...): the cgroup hooks run
-//! before `__inet_bind` decides, and `post_bind` runs only on success. The cgroup hook runs
-//! inside the same bind() call, in the caller's context, so the two are joined by thread id.
-//! bind() is rare next to connect(), so the per-call cost is negligible; enabling a syscall
-//! tracepoint does put every syscall on the slower traced path (measured in BENCHMARKS.md).
+//! For kernels that refuse fexit only: enabling a syscall tracepoint puts every syscall of
+//! every process on the node on the slower traced path (docs/how-it-works.md has the cost).
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
@@ -13,25 +11,12 @@ use aya_ebpf::{
     programs::{SockAddrContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
-use port_monitor_common::{FAMILY_INET, FAMILY_INET6, Operation, maps::ErrorKey};
+use port_monitor_common::{FAMILY_INET, FAMILY_INET6};
 
 use crate::{
     kernel::{self, Unreadable, layout},
-    maps::BIND_REQUESTS,
-    record::{self, Failure},
+    maps::{BIND_REQUESTS, BindRequest},
 };
-
-/// What a thread asked bind() for.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct BindRequest {
-    addr: [u8; 16],
-    family: u16,
-    /// Host byte order; 0 asks the kernel to choose.
-    port: u16,
-    protocol: u8,
-    padding: [u8; 3],
-}
 
 /// The cgroup hook's verdict: 1 lets the bind() go ahead. These programs only watch; they
 /// must never refuse a call.
@@ -115,31 +100,12 @@ pub fn bind_exit(ctx: TracePointContext) -> u32 {
 }
 
 fn on_bind_failed(request: &BindRequest, ret: i64) -> Result<(), Unreadable> {
-    let layout = layout();
     #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
         reason = "errno < 4096"
     )]
     let errno = (-ret) as u16;
-    let netns = kernel::current_net_inum(&layout)?;
-    let key = ErrorKey::new(
-        netns,
-        Operation::Bind,
-        request.protocol,
-        errno,
-        request.port == 0,
-    );
-    record::count_error(&key);
-    record::send(&Failure {
-        key,
-        has_caller: true,
-        socket_cgroup: 0,
-        family: request.family,
-        local_port: request.port,
-        remote_port: 0,
-        local_addr: request.addr,
-        remote_addr: [0; 16],
-    });
+    super::report(request, errno, kernel::current_net_inum(&layout())?);
     Ok(())
 }

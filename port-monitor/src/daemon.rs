@@ -74,8 +74,9 @@ async fn serve(config: Config) -> Result<()> {
             config.listen_address
         )
     })?;
-    let (kernel, events) = Kernel::load(config.collectors(), config.cgroup_root.as_deref())
+    let (mut kernel, events) = Kernel::load(config.collectors(), config.cgroup_root.as_deref())
         .context("cannot start the kernel programs")?;
+    kernel.seed_bound_sockets(&config.procfs);
     kernel::requirements::drop_attach_capabilities()
         .context("dropping the capabilities only attaching needed")?;
     for hook in kernel.hooks() {
@@ -166,8 +167,9 @@ async fn shutdown_signal() {
 
 /// `port-monitor check`: load, attach, report, take one snapshot, detach.
 async fn check(config: &Config) -> Result<()> {
-    let (kernel, _events) = Kernel::load(config.collectors(), config.cgroup_root.as_deref())
+    let (mut kernel, _events) = Kernel::load(config.collectors(), config.cgroup_root.as_deref())
         .context("cannot start the kernel programs")?;
+    kernel.seed_bound_sockets(&config.procfs);
     println!("kernel programs attached:");
     for hook in kernel.hooks() {
         println!(

@@ -8,6 +8,7 @@ mod dashboards;
 mod deploy;
 mod fuzz;
 mod image;
+mod matrix;
 mod rules;
 mod run;
 mod screenshot;

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use crate::{cmd, dashboards, deploy, fuzz, image, rules, setup};
+use crate::{cmd, dashboards, deploy, fuzz, image, matrix, rules, setup};
 
 #[derive(Args)]
 pub struct Options {
@@ -25,9 +25,16 @@ pub fn run(options: &Options) -> Result<()> {
     deploy::check()?;
     // The container image builds and its binary runs.
     image::build()?;
+    // The kernels of the matrix, fetched once: their BTF serves the unit tests, their
+    // images the privileged tests below.
+    let kernels = matrix::prepare()?;
     // Unit tests: no root needed, run in parallel. The default members leave out the eBPF
     // crate, which only builds for the BPF target.
-    cmd::run(cmd::command("cargo").args(["test", "--all-targets"]))?;
+    cmd::run(
+        cmd::command("cargo")
+            .args(["test", "--all-targets"])
+            .env(matrix::BTF_VARIABLE, matrix::btf_paths(&kernels)),
+    )?;
     // Privileged tests load real eBPF programs and share kernel state: one at a time.
     cmd::run(cmd::command("cargo").args([
         "test",
@@ -38,6 +45,8 @@ pub fn run(options: &Options) -> Result<()> {
         "--",
         "--test-threads=1",
     ]))?;
+    // The same privileged tests inside every kernel of the matrix.
+    matrix::run(&kernels)?;
     // The parsers of untrusted input, fuzzed briefly (longer runs: `cargo xtask fuzz`).
     fuzz::run_all(FUZZ_SECONDS)
 }

@@ -49,12 +49,12 @@ pub struct Candidate {
 pub const BIND4: &[Candidate] = &[
     Candidate {
         function: "inet_bind",
-        program: "bind4_exit_socket",
+        program: "bind4_fexit",
         shape: Shape::SocketBind,
     },
     Candidate {
         function: "__inet_bind",
-        program: "bind4_exit_sock",
+        program: "bind4_fexit_sk",
         shape: Shape::SockBindFlags,
     },
 ];
@@ -63,12 +63,12 @@ pub const BIND4: &[Candidate] = &[
 pub const BIND6: &[Candidate] = &[
     Candidate {
         function: "inet6_bind",
-        program: "bind6_exit_socket",
+        program: "bind6_fexit",
         shape: Shape::SocketBind,
     },
     Candidate {
         function: "__inet6_bind",
-        program: "bind6_exit_sock",
+        program: "bind6_fexit_sk",
         shape: Shape::SockBindFlags,
     },
 ];
@@ -76,7 +76,7 @@ pub const BIND6: &[Candidate] = &[
 /// UDP autobind: the function that gives a port-less socket its port on first use.
 pub const AUTOBIND: &[Candidate] = &[Candidate {
     function: "inet_autobind",
-    program: "autobind_exit",
+    program: "autobind_fexit",
     shape: Shape::Sock,
 }];
 
@@ -173,7 +173,7 @@ mod tests {
         let btf = running_kernel_btf().expect("this kernel has BTF");
         let wrong = Candidate {
             function: "inet_bind",
-            program: "bind4_exit_sock",
+            program: "bind4_fexit_sk",
             shape: Shape::SockBindFlags,
         };
         let error = check(&btf, &wrong).expect_err("inet_bind takes a struct socket *");

@@ -5,13 +5,14 @@
 //! summary that `port-monitor check` prints and the daemon logs.
 
 pub mod attach;
+pub mod bound_sockets;
 pub mod decode;
 pub mod functions;
 pub mod layout;
 pub mod reader;
 pub mod requirements;
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{path::Path, sync::Arc};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -19,8 +20,10 @@ use aya::{
 };
 use port_monitor_common::{
     kernel::LAYOUT_GLOBAL,
-    maps::{self, BoundSocket, Counter, ErrorKey, TCP_STATE_SLOTS},
+    maps::{self, Counter, ErrorKey, TCP_STATE_SLOTS},
 };
+
+pub use bound_sockets::BoundSocketReader;
 
 pub use attach::{
     AUTOBIND_UNAVAILABLE, BIND_UNAVAILABLE, BOUND_SOCKETS_UNAVAILABLE, Collectors, ErrnoHook, Hook,
@@ -58,28 +61,6 @@ impl TransitionReader {
             }
         }
         Ok(transitions)
-    }
-}
-
-/// A handle on the TCP sockets bound by `bind()` alone, for the snapshot thread: on kernels
-/// whose `sock_diag` does not list them (before 6.7).
-#[derive(Clone)]
-pub struct BoundSocketReader(Arc<BpfHashMap<MapData, u64, BoundSocket>>);
-
-impl BoundSocketReader {
-    /// Every tracked socket, by network namespace cookie: socket cookie and where it is bound.
-    /// Entries of sockets released while the map is read may be missing or extra; the next
-    /// snapshot corrects them.
-    #[must_use]
-    pub fn read(&self) -> HashMap<u64, Vec<(u64, BoundSocket)>> {
-        let mut by_netns: HashMap<u64, Vec<(u64, BoundSocket)>> = HashMap::new();
-        for (cookie, bound) in self.0.iter().filter_map(Result::ok) {
-            by_netns
-                .entry(bound.netns_cookie)
-                .or_default()
-                .push((cookie, bound));
-        }
-        by_netns
     }
 }
 
@@ -141,7 +122,7 @@ pub struct Kernel {
     unavailable: Vec<Unavailable>,
     errors: PerCpuHashMap<MapData, ErrorKey, u64>,
     transitions: TransitionReader,
-    bound_sockets: Option<BoundSocketReader>,
+    bound_sockets: Option<Arc<bound_sockets::BoundSocketMap>>,
     counters: PerCpuArray<MapData, u64>,
 }
 
@@ -200,10 +181,10 @@ impl Kernel {
                 .map_err(map_error(maps::TCP_TRANSITIONS))?,
         ));
         let bound_sockets = if attached.tracks_bound_sockets {
-            Some(BoundSocketReader(Arc::new(
+            Some(Arc::new(
                 BpfHashMap::try_from(take_map(&mut ebpf, maps::BOUND_SOCKETS)?)
                     .map_err(map_error(maps::BOUND_SOCKETS))?,
-            )))
+            ))
         } else {
             None
         };
@@ -228,7 +209,17 @@ impl Kernel {
     /// list them and the programs that track them are attached.
     #[must_use]
     pub fn bound_sockets(&self) -> Option<BoundSocketReader> {
-        self.bound_sockets.clone()
+        self.bound_sockets.clone().map(BoundSocketReader)
+    }
+
+    /// Adds the sockets bound before the programs were attached, found among the open files
+    /// of the processes under `procfs` (see [`bound_sockets::seed`]). Call it once, before
+    /// handing out readers; does nothing where the kernel's tables list bound sockets.
+    pub fn seed_bound_sockets(&mut self, procfs: &Path) {
+        if let Some(map) = self.bound_sockets.as_mut().and_then(Arc::get_mut) {
+            let added = bound_sockets::seed(map, procfs);
+            tracing::info!(added, "bound-but-idle TCP sockets from before start-up");
+        }
     }
 
     /// Writes what the programs logged to the daemon's log.
@@ -310,5 +301,69 @@ fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> KernelError {
     move |source| KernelError::Map {
         map,
         source: Box::new(source),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::{functions, layout};
+
+    /// The BTF of each kernel of the matrix (`cargo xtask test` passes the files it extracted
+    /// from Debian's packages), with the kernel's version from the directory holding it.
+    fn matrix_kernels() -> Vec<(PathBuf, (u32, u32))> {
+        let Ok(paths) = std::env::var("PORT_MONITOR_TEST_KERNEL_BTF") else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "PORT_MONITOR_TEST_KERNEL_BTF is unset: run the tests with cargo xtask test"
+            );
+            eprintln!("SKIPPED: no matrix kernel BTF (cargo xtask test passes it)");
+            return Vec::new();
+        };
+        paths
+            .split(':')
+            .map(|path| {
+                let path = PathBuf::from(path);
+                let release = path
+                    .parent()
+                    .and_then(|dir| dir.file_name())
+                    .map(|name| name.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let mut numbers = release
+                    .split(['.', '-', '+'])
+                    .map_while(|part| part.parse::<u32>().ok());
+                let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+                (path, version)
+            })
+            .collect()
+    }
+
+    /// Every field the programs read, every preferred fexit target with the arguments its
+    /// program expects, and the right answer to "does `sock_diag` list bound sockets", on each
+    /// kernel users run.
+    #[test]
+    fn each_matrix_kernel_has_what_the_programs_need() {
+        for (path, version) in matrix_kernels() {
+            let btf = btf_rs::Btf::from_file(&path).expect("the matrix kernel's BTF");
+            let resolved = layout::resolve(&btf).expect("every required field");
+            assert!(
+                resolved.missing.is_empty(),
+                "{path:?}: {:?}",
+                resolved.missing
+            );
+            for candidates in [functions::BIND4, functions::BIND6, functions::AUTOBIND] {
+                assert_eq!(
+                    functions::check(&btf, &candidates[0]),
+                    Ok(()),
+                    "{path:?}: {candidates:?}"
+                );
+            }
+            assert_eq!(
+                layout::lists_bound_sockets(&btf),
+                version >= (6, 7),
+                "{path:?} ({version:?})"
+            );
+        }
     }
 }

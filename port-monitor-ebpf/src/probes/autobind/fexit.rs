@@ -12,7 +12,7 @@ use super::EAGAIN;
     clippy::needless_pass_by_value,
     reason = "the signature the macro requires"
 )]
-pub fn autobind_exit(ctx: FExitContext) -> i32 {
+pub fn autobind_fexit(ctx: FExitContext) -> i32 {
     let ret: i32 = ctx.arg(1);
     if ret == -i32::from(EAGAIN) && super::report_if_udp(ctx.arg(0)).is_err() {
         warn!(

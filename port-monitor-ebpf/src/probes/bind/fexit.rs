@@ -54,10 +54,10 @@ macro_rules! bind_exit_sock {
     };
 }
 
-bind_exit_socket!(bind4_exit_socket, "inet_bind");
-bind_exit_socket!(bind6_exit_socket, "inet6_bind");
-bind_exit_sock!(bind4_exit_sock, "__inet_bind");
-bind_exit_sock!(bind6_exit_sock, "__inet6_bind");
+bind_exit_socket!(bind4_fexit, "inet_bind");
+bind_exit_socket!(bind6_fexit, "inet6_bind");
+bind_exit_sock!(bind4_fexit_sk, "__inet_bind");
+bind_exit_sock!(bind6_fexit_sk, "__inet6_bind");
 
 fn on_failed_socket(socket: *const u8, addr: *const u8, ret: i32) -> Result<(), Unreadable> {
     let sk = kernel::read::<*const u8>(socket, layout().socket_sk)?;

@@ -67,17 +67,14 @@ impl Exporter {
         // The tests count every fact on every kernel: where fexit is refused (this machine's
         // own kernel), bind and autobind failures are seen through the syscall tracepoints.
         // The default hook choice has tests of its own (check.rs).
-        let errno_hook = (!extra
-            .iter()
-            .any(|arg| arg.starts_with("--kernel.errno-hook")))
-        .then_some("--kernel.errno-hook=auto");
+        let given = |flag: &str| extra.iter().any(|arg| arg.starts_with(flag));
+        let errno_hook = (!given("--kernel.errno-hook")).then_some("--kernel.errno-hook=auto");
+        let snapshot_interval =
+            (!given("--snapshot.interval")).then_some("--snapshot.interval=200ms");
         let child = Command::new(env!("CARGO_BIN_EXE_port-monitor"))
             .arg(format!("--web.listen-address={address}"))
-            .args([
-                "--snapshot.interval=200ms",
-                "--kernel.poll-interval=100ms",
-                "--log.level=debug",
-            ])
+            .args(["--kernel.poll-interval=100ms", "--log.level=debug"])
+            .args(snapshot_interval)
             .args(errno_hook)
             .args(extra)
             .stdout(Stdio::null())

@@ -1,7 +1,7 @@
 //! Records the kernel programs send over the ring buffer.
 //!
 //! Only rare events travel this way (a failed connect or bind): a ring buffer record costs the
-//! workload ~400 ns even without a wake-up (../shared/PLATFORM.md, "What a hook costs"), so
+//! workload ~400 ns even without a wake-up (docs/how-it-works.md, "What a hook costs"), so
 //! anything that only needs counting is counted in a map instead.
 
 /// The first byte of every record says which record it is.

@@ -1,5 +1,5 @@
 //! Installs what building, running and testing port-monitor need, and nothing that is already
-//! there: a second run only checks. Facts behind the choices are in ../shared/PLATFORM.md.
+//! there: a second run only checks.
 
 use anyhow::{Result, bail};
 

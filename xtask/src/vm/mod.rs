@@ -55,10 +55,6 @@ impl Kernel {
     /// The kernel's BTF (the raw `.BTF` section of its vmlinux), for unit tests that check
     /// programs or type layouts against a kernel other than the running one.
     #[must_use]
-    #[expect(
-        dead_code,
-        reason = "for the daemon's unit tests, which cargo xtask test will run"
-    )]
     pub fn btf_path(&self) -> PathBuf {
         self.dir.join("btf")
     }
@@ -115,10 +111,6 @@ pub struct Outcome {
     /// The command's exit status; 124 when it timed out (as with `timeout(1)`).
     pub status: i32,
     /// What the command wrote to stdout and stderr, interleaved.
-    #[expect(
-        dead_code,
-        reason = "for cargo xtask test and bench, which will read it"
-    )]
     pub output: String,
     /// From starting qemu to its exit.
     pub wall: Duration,

@@ -1,11 +1,7 @@
 //! Putting the pieces together: load the programs, start the snapshot thread and the kernel
 //! reader, serve HTTP until SIGTERM or SIGINT, then detach everything.
 
-use std::sync::{
-    Arc, RwLock,
-    atomic::{AtomicBool, Ordering},
-    mpsc,
-};
+use std::sync::{Arc, RwLock, mpsc};
 
 use anyhow::{Context as _, Result};
 use prometheus::Registry;
@@ -19,6 +15,7 @@ use crate::{
         server::{self, Endpoint},
         web_config::WebConfig,
     },
+    health::Health,
     kernel::{self, Kernel},
     model::Model,
     settings::FileConfig,
@@ -43,32 +40,35 @@ pub fn init_logging(config: &Config) {
 /// # Errors
 /// When start-up fails; the error says what is missing and what to do.
 pub fn run(config: Config) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    match config.command {
+        Some(Command::Check) => runtime()?.block_on(check(&config)),
+        None => serve(config),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
-    match config.command {
-        Some(Command::Check) => runtime.block_on(check(&config)),
-        None => runtime.block_on(serve(config)),
-    }
+        .context("starting the async runtime")
 }
 
 /// The revision this binary was built from, set by build.rs.
 const REVISION: &str = env!("PORT_MONITOR_REVISION");
 
-async fn serve(config: Config) -> Result<()> {
+/// Start-up happens on the main thread alone: the capabilities that only attaching needs are
+/// dropped before any other thread exists, because `capset` changes the calling thread only
+/// and threads started later inherit the smaller set.
+fn serve(config: Config) -> Result<()> {
     // Refuse a bad configuration before touching the network or the kernel.
     let file = FileConfig::load(config.config_file.as_deref())
         .context("invalid configuration file (--config.file)")?;
-    let settings = file.settings();
     let web = WebConfig::load(config.web_config_file.as_deref())
         .context("invalid web configuration file (--web.config.file)")?;
-    let snapshot_interval = file.snapshot_interval(config.snapshot_interval);
-    let poll_interval = file.poll_interval(config.poll_interval);
     // Bind first: a port already taken is the most common start-up mistake, and finding it
     // before loading anything into the kernel keeps the failure cheap and clear.
-    let listener = server::bind(config.listen_address).await.with_context(|| {
+    let listener = server::bind(config.listen_address).with_context(|| {
         format!(
             "cannot listen on {} (--web.listen-address)",
             config.listen_address
@@ -82,18 +82,36 @@ async fn serve(config: Config) -> Result<()> {
     for hook in kernel.hooks() {
         tracing::info!(program = hook.program, hook = %hook.attach_point, facts = hook.facts, "attached");
     }
+    runtime()?.block_on(serve_attached(config, &file, web, listener, kernel, events))
+}
+
+/// Serves until SIGTERM or SIGINT, with the programs attached and the capabilities dropped.
+async fn serve_attached(
+    config: Config,
+    file: &FileConfig,
+    web: WebConfig,
+    listener: std::net::TcpListener,
+    kernel: Kernel,
+    events: aya::maps::RingBuf<aya::maps::MapData>,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .context("handing the listening socket to the async runtime")?;
+    let settings = file.settings();
+    let snapshot_interval = file.snapshot_interval(config.snapshot_interval);
+    let poll_interval = file.poll_interval(config.poll_interval);
 
     let model = Arc::new(RwLock::new(Model::new(settings)));
     let registry = registry(&model, &kernel)?;
+    let health = Arc::new(Health::new(snapshot_interval, poll_interval));
     let endpoint = Arc::new(Endpoint {
         registry,
         telemetry_path: config.telemetry_path.clone(),
-        ready: AtomicBool::new(false),
+        health: Arc::clone(&health),
         web,
     });
 
     let (stop_snapshots, snapshots_stopped) = mpsc::channel();
-    let ready = Arc::clone(&endpoint);
+    let snapshot_health = Arc::clone(&health);
     let snapshots = snapshot::spawn(
         config.procfs.clone(),
         snapshot_interval,
@@ -101,7 +119,7 @@ async fn serve(config: Config) -> Result<()> {
         kernel.transitions(),
         kernel.bound_sockets(),
         snapshots_stopped,
-        move || ready.ready.store(true, Ordering::Release),
+        move |duration| snapshot_health.snapshot_taken(duration),
     )
     .context("starting the snapshot thread")?;
 
@@ -112,6 +130,7 @@ async fn serve(config: Config) -> Result<()> {
         Arc::clone(&model),
         poll_interval,
         shutdown_rx,
+        move || health.counters_polled(),
     ));
 
     tracing::info!(address = %listener.local_addr()?, path = %config.telemetry_path, "serving metrics");
@@ -143,7 +162,7 @@ fn registry(model: &Arc<RwLock<Model>>, kernel: &Kernel) -> Result<Registry> {
     };
     registry.register(Box::new(ModelCollector::new(Arc::clone(model), fixed)?))?;
     registry.register(Box::new(
-        prometheus::process_collector::ProcessCollector::for_self(),
+        crate::exporter::process::ProcessCollector::for_self()?,
     ))?;
     Ok(registry)
 }

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod daemon;
 pub mod exporter;
+pub mod health;
 pub mod kernel;
 pub mod model;
 pub mod netns;

@@ -601,6 +601,7 @@ mod tests {
                 ports: Some(PortConfig {
                     ephemeral: 40000..=40009,
                     reserved: std::iter::empty().collect(),
+                    time_wait_reuse: crate::model::TimeWaitReuse::default(),
                 }),
                 sockets,
                 workload: crate::workloads::Workload::default(),
@@ -837,6 +838,7 @@ mod golden {
                 ports: Some(PortConfig {
                     ephemeral: 40000..=40009,
                     reserved: parse_reserved_ports("40009").expect("valid"),
+                    time_wait_reuse: crate::model::TimeWaitReuse::default(),
                 }),
                 sockets: busy,
                 workload: crate::workloads::from_path(
@@ -849,6 +851,7 @@ mod golden {
                 ports: Some(PortConfig {
                     ephemeral: 32768..=60999,
                     reserved: parse_reserved_ports("").expect("valid"),
+                    time_wait_reuse: crate::model::TimeWaitReuse::default(),
                 }),
                 sockets: quiet,
                 workload: crate::workloads::Workload::default(),

@@ -2,6 +2,7 @@
 
 mod connections;
 pub mod metrics;
+pub mod process;
 pub mod server;
 pub mod web_config;
 mod write_deadline;

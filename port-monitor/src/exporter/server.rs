@@ -1,15 +1,6 @@
 //! The HTTP endpoint: metrics, a landing page and the health endpoints.
 
-use std::{
-    convert::Infallible,
-    future::Future,
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -28,8 +19,9 @@ use tokio::{
 };
 
 use super::{
+    super::health::Health,
     connections::{Admission, Connections},
-    web_config::WebConfig,
+    web_config::{Verdict, WebConfig},
     write_deadline::WriteDeadline,
 };
 
@@ -37,11 +29,16 @@ use super::{
 pub struct Endpoint {
     pub registry: Registry,
     pub telemetry_path: String,
-    /// Set once the programs are attached and the first snapshot is in the model.
-    pub ready: AtomicBool,
+    /// The daemon's heartbeats: ready once the first snapshot is in the model, healthy while
+    /// its loops beat.
+    pub health: Arc<Health>,
     /// TLS and basic auth (`--web.config.file`).
     pub web: WebConfig,
 }
+
+/// How long a scrape that arrives before the first snapshot waits for it, before it is
+/// answered 503: a scrape right after a restart must not record a node without its gauges.
+const FIRST_SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
 
 /// A client slower than this to send its request headers is disconnected, so that idle or
 /// trickling connections (slowloris) cannot pile up.
@@ -64,15 +61,18 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 ///
 /// # Errors
 /// When the address cannot be bound (in use, not local, no permission).
-pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
-    match TcpListener::bind(address).await {
+pub fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = match std::net::TcpListener::bind(address) {
         Err(error) if address.ip().is_unspecified() && address.is_ipv6() => {
             let fallback = SocketAddr::from(([0, 0, 0, 0], address.port()));
             tracing::debug!(%error, %fallback, "IPv6 unavailable, listening on IPv4 only");
-            TcpListener::bind(fallback).await
+            std::net::TcpListener::bind(fallback)
         }
         result => result,
-    }
+    }?;
+    // Handed to the async runtime once it runs.
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes.
@@ -139,14 +139,8 @@ async fn serve_connection(
 ) {
     let service = service_fn(move |request| {
         let endpoint = Arc::clone(&endpoint);
-        // From here until the answer is handed to hyper, this connection is not the one
-        // closed to make room for a newcomer.
-        let answering = admission.answering();
-        async move {
-            let response = answer(endpoint, request).await;
-            drop(answering);
-            Ok::<_, Infallible>(response)
-        }
+        let admission = Arc::clone(&admission);
+        async move { Ok::<_, Infallible>(answer(endpoint, request, &admission).await) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -160,31 +154,58 @@ async fn serve_connection(
 
 /// Checks credentials, then answers. The health endpoints stay open so that kubelet probes
 /// need no password; they reveal nothing but "up".
-async fn answer(endpoint: Arc<Endpoint>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+///
+/// Only once the credentials pass is the connection marked as being answered, which keeps it
+/// from being the one closed to make room for a newcomer: connections sending wrong
+/// passwords, or waiting for a bcrypt slot, stay closable, so a flood of them cannot keep the
+/// real scraper out.
+async fn answer(
+    endpoint: Arc<Endpoint>,
+    request: Request<Incoming>,
+    admission: &Admission,
+) -> Response<Full<Bytes>> {
     let open = matches!(request.uri().path(), "/-/healthy" | "/-/ready");
     if endpoint.web.requires_auth() && !open {
         let header = request.headers().get(hyper::header::AUTHORIZATION);
-        let authorized = endpoint
+        match endpoint
             .web
             .authorized(header.map(HeaderValue::as_bytes))
-            .await;
-        if !authorized {
-            let mut response = text(StatusCode::UNAUTHORIZED, "Unauthorized.\n");
-            response.headers_mut().insert(
-                hyper::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"port-monitor\""),
-            );
-            return response;
+            .await
+        {
+            Verdict::Authorized => {}
+            Verdict::Refused => {
+                let mut response = text(StatusCode::UNAUTHORIZED, "Unauthorized.\n");
+                response.headers_mut().insert(
+                    hyper::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"port-monitor\""),
+                );
+                return response;
+            }
+            Verdict::Busy => {
+                let mut response = text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many new credentials to check at once; try again.\n",
+                );
+                response
+                    .headers_mut()
+                    .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return response;
+            }
         }
     }
-    handle(&endpoint, &request)
-}
-
-/// Answers one request.
-#[must_use]
-pub fn handle(endpoint: &Endpoint, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    // From here until the answer is handed to hyper, this connection is not the one closed
+    // to make room for a newcomer.
+    let _answering = admission.answering();
+    if request.uri().path() == endpoint.telemetry_path
+        && !endpoint.health.wait_ready(FIRST_SNAPSHOT_WAIT).await
+    {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready: the first snapshot of the node is not taken yet.\n",
+        );
+    }
     let gzip = accepts_gzip(request.headers());
-    route(endpoint, request.method(), request.uri().path(), gzip)
+    route(&endpoint, request.method(), request.uri().path(), gzip)
 }
 
 /// Whether the client takes a gzip body (Prometheus asks for it on every scrape).
@@ -225,8 +246,8 @@ fn route(endpoint: &Endpoint, method: &Method, path: &str, gzip: bool) -> Respon
     let mut response = match path {
         path if path == endpoint.telemetry_path => metrics(endpoint, gzip),
         "/" => landing(&endpoint.telemetry_path),
-        "/-/healthy" => text(StatusCode::OK, "Healthy.\n"),
-        "/-/ready" if endpoint.ready.load(Ordering::Acquire) => text(StatusCode::OK, "Ready.\n"),
+        "/-/healthy" => healthy(&endpoint.health),
+        "/-/ready" if endpoint.health.is_ready() => text(StatusCode::OK, "Ready.\n"),
         "/-/ready" => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "Not ready: programs attaching or first snapshot pending.\n",
@@ -268,6 +289,19 @@ fn metrics(endpoint: &Endpoint, compress: bool) -> Response<Full<Bytes>> {
     }
 }
 
+/// 200 while the daemon's loops beat; 503 with what is wrong otherwise, so that kubelet's
+/// liveness probe restarts it.
+fn healthy(health: &Health) -> Response<Full<Bytes>> {
+    let problems = health.problems();
+    if problems.is_empty() {
+        return text(StatusCode::OK, "Healthy.\n");
+    }
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("Unhealthy: {}.\n", problems.join("; ")),
+    )
+}
+
 fn landing(telemetry_path: &str) -> Response<Full<Bytes>> {
     let page = format!(
         "<html><head><title>port-monitor</title></head><body><h1>port-monitor</h1>\
@@ -283,8 +317,8 @@ fn landing(telemetry_path: &str) -> Response<Full<Bytes>> {
     response
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -298,10 +332,15 @@ mod tests {
     use super::*;
 
     fn endpoint(ready: bool) -> Endpoint {
+        let health = Health::new(Duration::from_secs(5), Duration::from_secs(1));
+        if ready {
+            health.snapshot_taken(Duration::ZERO);
+            health.counters_polled();
+        }
         Endpoint {
             registry: Registry::new(),
             telemetry_path: "/metrics".into(),
-            ready: AtomicBool::new(ready),
+            health: Arc::new(health),
             web: WebConfig::default(),
         }
     }

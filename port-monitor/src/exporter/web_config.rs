@@ -321,6 +321,20 @@ const VERIFIED_CACHE_ENTRIES: usize = 64;
 /// bcrypt verifications at once.
 const CONCURRENT_VERIFICATIONS: usize = 2;
 
+/// How long a request waits for a bcrypt slot before it is turned away as busy: a flood of
+/// wrong passwords must not pile up waiting requests (each holding a connection) behind the
+/// two slots.
+const VERIFICATION_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The answer to a request's credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Authorized,
+    Refused,
+    /// Every bcrypt slot stayed busy (a flood of new credentials): try again shortly.
+    Busy,
+}
+
 impl WebConfig {
     /// Reads and checks `path`; without a path the endpoint is plain HTTP without
     /// authentication.
@@ -347,9 +361,11 @@ impl WebConfig {
     }
 
     /// Whether an `Authorization` header value names a user with the right password.
-    pub async fn authorized(&self, authorization: Option<&[u8]>) -> bool {
+    /// Credentials accepted before are answered at once; new ones wait at most
+    /// [`VERIFICATION_WAIT`] for a bcrypt slot.
+    pub async fn authorized(&self, authorization: Option<&[u8]>) -> Verdict {
         let Some((user, password)) = authorization.and_then(basic_credentials) else {
-            return false;
+            return Verdict::Refused;
         };
         // An unknown user is checked against some hash all the same, so that the answer's
         // timing does not tell which users exist.
@@ -357,7 +373,7 @@ impl WebConfig {
             Some(hash) => (true, hash.clone()),
             None => match self.users.values().next() {
                 Some(hash) => (false, hash.clone()),
-                None => return false,
+                None => return Verdict::Refused,
             },
         };
         let digest: [u8; 32] = Sha256::new()
@@ -369,10 +385,12 @@ impl WebConfig {
             .finalize()
             .into();
         if known && self.cache().contains(&digest) {
-            return true;
+            return Verdict::Authorized;
         }
-        let Ok(_permit) = self.verifying.acquire().await else {
-            return false;
+        let Ok(Ok(_permit)) =
+            tokio::time::timeout(VERIFICATION_WAIT, self.verifying.acquire()).await
+        else {
+            return Verdict::Busy;
         };
         let matches =
             tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
@@ -385,7 +403,11 @@ impl WebConfig {
             }
             cache.insert(digest);
         }
-        known && matches
+        if known && matches {
+            Verdict::Authorized
+        } else {
+            Verdict::Refused
+        }
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
@@ -524,18 +546,33 @@ mod tests {
             format!("Basic {token}").into_bytes()
         };
         let right = header("prometheus", "s3cret");
-        assert!(config.authorized(Some(&right)).await);
+        assert_eq!(config.authorized(Some(&right)).await, Verdict::Authorized);
         // Second time from the cache, same answer.
-        assert!(config.authorized(Some(&right)).await);
-        assert!(
-            !config
-                .authorized(Some(&header("prometheus", "wrong")))
-                .await
+        assert_eq!(config.authorized(Some(&right)).await, Verdict::Authorized);
+        for refused in [
+            header("prometheus", "wrong"),
+            header("nobody", "s3cret"),
+            b"Bearer abc".to_vec(),
+            b"Basic !!!not-base64".to_vec(),
+        ] {
+            assert_eq!(config.authorized(Some(&refused)).await, Verdict::Refused);
+        }
+        assert_eq!(config.authorized(None).await, Verdict::Refused);
+        // Every bcrypt slot taken: new credentials are turned away at once, cached ones
+        // still pass.
+        let permits = config
+            .verifying
+            .acquire_many(u32::try_from(CONCURRENT_VERIFICATIONS).expect("small"))
+            .await
+            .expect("permits");
+        assert_eq!(
+            config
+                .authorized(Some(&header("prometheus", "other")))
+                .await,
+            Verdict::Busy
         );
-        assert!(!config.authorized(Some(&header("nobody", "s3cret"))).await);
-        assert!(!config.authorized(Some(b"Bearer abc")).await);
-        assert!(!config.authorized(Some(b"Basic !!!not-base64")).await);
-        assert!(!config.authorized(None).await);
+        assert_eq!(config.authorized(Some(&right)).await, Verdict::Authorized);
+        drop(permits);
         fs::remove_dir_all(dir).expect("cleanup");
     }
 

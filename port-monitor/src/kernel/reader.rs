@@ -17,7 +17,7 @@ use crate::model::{Failure, Model, errno};
 const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Runs until `shutdown` turns true, then returns the kernel handle so that the caller
-/// decides when the programs are detached.
+/// decides when the programs are detached. `on_poll` runs after each read of the counters.
 ///
 /// # Errors
 /// When the ring buffer cannot be registered with the runtime.
@@ -27,6 +27,7 @@ pub async fn run(
     model: Arc<RwLock<Model>>,
     poll_interval: Duration,
     mut shutdown: watch::Receiver<bool>,
+    on_poll: impl Fn(),
 ) -> std::io::Result<Kernel> {
     // SAFETY: the ring buffer owns its file descriptor, which stays open and the same for as
     // long as the AsyncFd owns the ring buffer.
@@ -50,7 +51,10 @@ pub async fn run(
                 drain(events.get_mut(), &model, &mut log);
                 kernel.flush_logs();
             }
-            _ = poll_timer.tick() => poll_counters(&mut kernel, &model),
+            _ = poll_timer.tick() => {
+                poll_counters(&mut kernel, &model);
+                on_poll();
+            }
         }
     }
     // Whatever arrived before the signal still counts.

@@ -7,12 +7,16 @@
 //!   address, destination port), not per namespace.
 //! - `__inet_hash_connect` skips every port whose bind bucket was made by `bind()`
 //!   (listeners, bound sockets): those are lost to every destination at once.
-//! - UDP ports are exclusive per local address, and a wildcard bind takes the port on every
-//!   address (`udp_lib_lport_inuse`).
+//! - A port held by a `TIME_WAIT` socket can be taken over by a new `connect()` to the same
+//!   destination when `tcp_tw_reuse` allows it (`tcp_twsk_unique`, see `TimeWaitReuse`): such
+//!   ports are in use, but not lost.
+//! - An autobinding UDP socket (`udp_lib_get_port` with port 0) avoids every port any UDP
+//!   socket of the namespace holds, whatever its local address: UDP headroom is the
+//!   namespace's UDP ports in the range over its capacity.
 
 use std::{cmp::Reverse, collections::BTreeMap, net::IpAddr};
 
-use super::{Destination, PortConfig, PortSet, Protocol, SocketTally};
+use super::{Destination, PortConfig, Protocol, SocketTally};
 
 /// One destination's share of the namespace's ephemeral ports.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,7 +26,10 @@ pub struct DestinationUse {
     pub ports: u32,
     /// Of those, the sockets in `TIME_WAIT`.
     pub time_wait: u32,
-    /// `(ports + ports held by bind() in the range) / capacity`.
+    /// Of those, the ones a new `connect()` to this destination may take over
+    /// (`tcp_tw_reuse`).
+    pub reusable: u32,
+    /// `(ports - reusable + ports held by bind() in the range) / capacity`.
     pub ratio: f64,
 }
 
@@ -45,6 +52,7 @@ pub fn headroom(sockets: &SocketTally, ports: &PortConfig, top: Top) -> Headroom
     let bound = sockets.bound_tcp();
     let bound_in_range = f64::from(count(bound.iter(), ephemeral));
 
+    let reuse = ports.time_wait_reuse;
     let mut all = BTreeMap::new();
     for (destination, use_) in sockets.destinations() {
         let in_range = |port: &&u16| ephemeral(**port) && !bound.contains(**port);
@@ -52,13 +60,21 @@ pub fn headroom(sockets: &SocketTally, ports: &PortConfig, top: Top) -> Headroom
         if ports == 0 {
             continue;
         }
+        let reusable = count(
+            use_.time_wait_ages
+                .iter()
+                .filter(|(_, age)| reuse.reusable(destination.source, destination.address, *age))
+                .map(|(port, _)| *port),
+            |port| in_range(&&port),
+        );
         all.insert(
             *destination,
             DestinationUse {
                 destination: *destination,
                 ports,
                 time_wait: use_.time_wait,
-                ratio: (f64::from(ports) + bound_in_range) / capacity,
+                reusable,
+                ratio: (f64::from(ports - reusable) + bound_in_range) / capacity,
             },
         );
     }
@@ -67,27 +83,7 @@ pub fn headroom(sockets: &SocketTally, ports: &PortConfig, top: Top) -> Headroom
         .map(|use_| use_.ratio)
         .fold(bound_in_range / capacity, f64::max);
 
-    let mut by_address: BTreeMap<IpAddr, PortSet> = BTreeMap::new();
-    let mut wildcard = PortSet::default();
-    for (address, local_ports) in sockets.udp_addresses() {
-        let set = if address.is_unspecified() {
-            &mut wildcard
-        } else {
-            by_address.entry(*address).or_default()
-        };
-        for &port in local_ports.iter().filter(|port| ephemeral(**port)) {
-            set.insert(port);
-        }
-    }
-    let wildcard_count = count(wildcard.iter(), |_| true);
-    let udp_max = by_address
-        .values()
-        .map(|set| {
-            count(set.iter().filter(|port| !wildcard.contains(*port)), |_| {
-                true
-            }) + wildcard_count
-        })
-        .fold(wildcard_count, u32::max);
+    let udp_in_range = count(sockets.ports(Protocol::Udp).iter(), ephemeral);
 
     let mut busiest: Vec<DestinationUse> = if top.by_source {
         all.values().cloned().collect()
@@ -101,7 +97,7 @@ pub fn headroom(sockets: &SocketTally, ports: &PortConfig, top: Top) -> Headroom
         all,
         max_ratio: [
             (Protocol::Tcp, tcp_max),
-            (Protocol::Udp, f64::from(udp_max) / capacity),
+            (Protocol::Udp, f64::from(udp_in_range) / capacity),
         ]
         .into(),
     }
@@ -150,6 +146,7 @@ fn count(ports: impl Iterator<Item = u16>, keep: impl Fn(u16) -> bool) -> u32 {
 mod tests {
     use super::*;
     use crate::model::{
+        Socket,
         TcpState::{Established, Listen, TimeWait},
         ports::parse_reserved_ports,
         sockets::socket,
@@ -159,6 +156,7 @@ mod tests {
         PortConfig {
             ephemeral: 40000..=40009,
             reserved: parse_reserved_ports("40009").expect("valid"),
+            time_wait_reuse: crate::model::TimeWaitReuse::default(),
         }
     }
 
@@ -247,8 +245,10 @@ mod tests {
         assert!((headroom.top[0].ratio - 2.0 / 9.0).abs() < 1e-9);
     }
 
+    /// An autobinding socket avoids every UDP port of the namespace, whatever address holds
+    /// it: four ports on three addresses leave five of nine.
     #[test]
-    fn udp_runs_out_per_local_address_and_wildcards_take_every_address() {
+    fn udp_headroom_counts_every_port_of_the_namespace() {
         let tally = tally(&[
             (
                 Protocol::Udp,
@@ -278,10 +278,89 @@ mod tests {
                 by_source: true,
             },
         );
-        assert!((headroom.max_ratio[&Protocol::Udp] - 3.0 / 9.0).abs() < 1e-9);
+        assert!((headroom.max_ratio[&Protocol::Udp] - 4.0 / 9.0).abs() < 1e-9);
         assert!(
             headroom.max_ratio[&Protocol::Tcp].abs() < 1e-9,
             "no TCP at all"
         );
+    }
+
+    /// `TIME_WAIT` sockets toward loopback, older than the reuse delay, are reusable with the
+    /// default `tcp_tw_reuse` = 2; toward another address they are not; with 0 none is.
+    #[test]
+    fn time_wait_reuse_frees_what_the_kernel_would_reuse() {
+        let mut tally = SocketTally::default();
+        for (port, age) in [(40000, 30), (40001, 30), (40002, 0)] {
+            for (local, remote) in [("127.0.0.1", "127.0.0.1:80"), ("10.0.0.2", HOT)] {
+                tally.add(&Socket {
+                    timer: crate::model::sockets::TIME_WAIT_LENGTH
+                        .saturating_sub(std::time::Duration::from_secs(age)),
+                    ..socket(Protocol::Tcp, TimeWait, &format!("{local}:{port}"), remote)
+                });
+            }
+        }
+        let top = Top {
+            count: 5,
+            by_source: true,
+        };
+        let ratio = |config: &PortConfig, address: &str| {
+            headroom(&tally, config, top)
+                .all
+                .values()
+                .find(|use_| use_.destination.address.to_string() == address)
+                .map(|use_| (use_.ports, use_.reusable, use_.ratio))
+                .expect("destination")
+        };
+        let loopback = ratio(&config(), "127.0.0.1");
+        assert_eq!(
+            (loopback.0, loopback.1),
+            (3, 2),
+            "the young one is not reusable"
+        );
+        assert!((loopback.2 - 1.0 / 9.0).abs() < 1e-9);
+        assert_eq!(
+            ratio(&config(), "10.0.0.1").1,
+            0,
+            "reuse 2 is loopback only"
+        );
+        let mut never = config();
+        never.time_wait_reuse.mode = 0;
+        assert!((ratio(&never, "127.0.0.1").2 - 3.0 / 9.0).abs() < 1e-9);
+        let mut everywhere = config();
+        everywhere.time_wait_reuse.mode = 1;
+        assert_eq!(ratio(&everywhere, "10.0.0.1").1, 2);
+        everywhere.time_wait_reuse.timestamps = false;
+        assert_eq!(
+            ratio(&everywhere, "10.0.0.1").1,
+            0,
+            "no timestamps, no reuse"
+        );
+    }
+
+    /// A dual-stack socket connected to `::ffff:10.0.0.1` uses the same ports as IPv4 sockets
+    /// connected to `10.0.0.1`: one destination, labelled with the IPv4 address.
+    #[test]
+    fn ipv4_mapped_destinations_are_the_ipv4_ones() {
+        let tally = tally(&[
+            (Protocol::Tcp, Established, "10.0.0.2:40000", HOT),
+            (
+                Protocol::Tcp,
+                Established,
+                "[::ffff:10.0.0.2]:40001",
+                "[::ffff:10.0.0.1]:443",
+            ),
+        ]);
+        let headroom = headroom(
+            &tally,
+            &config(),
+            Top {
+                count: 5,
+                by_source: true,
+            },
+        );
+        assert_eq!(headroom.all.len(), 1, "{:?}", headroom.all);
+        let hot = &headroom.top[0];
+        assert_eq!(hot.destination.address.to_string(), "10.0.0.1");
+        assert_eq!(hot.ports, 2);
     }
 }

@@ -29,7 +29,7 @@ pub use self::{
     anomalies::AnomalyKind,
     failures::{Caller, Failure, FailureKind},
     namespace::{EphemeralRange, NamespaceGauges, NamespaceSnapshot},
-    ports::{PortConfig, PortRange, PortSet},
+    ports::{PortConfig, PortRange, PortSet, TimeWaitReuse},
     sockets::{Destination, Socket, SocketTally, TcpState},
 };
 
@@ -566,6 +566,7 @@ mod tests {
             ports: Some(PortConfig {
                 ephemeral: 40000..=40009,
                 reserved: [40000].into_iter().collect(),
+                time_wait_reuse: crate::model::TimeWaitReuse::default(),
             }),
             sockets: tally,
             workload: crate::workloads::Workload::default(),
@@ -711,6 +712,7 @@ mod tests {
                 ports: Some(PortConfig {
                     ephemeral: 40000..=49999,
                     reserved: PortSet::default(),
+                    time_wait_reuse: crate::model::TimeWaitReuse::default(),
                 }),
                 sockets: tally,
                 workload: crate::workloads::Workload::default(),

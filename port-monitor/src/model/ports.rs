@@ -136,6 +136,53 @@ pub struct PortConfig {
     pub ephemeral: RangeInclusive<u16>,
     /// `net.ipv4.ip_local_reserved_ports`: skipped by automatic port selection.
     pub reserved: PortSet,
+    /// When `connect()` may take over a port a `TIME_WAIT` socket holds.
+    pub time_wait_reuse: TimeWaitReuse,
+}
+
+/// When `connect()` may reuse the 4-tuple of a `TIME_WAIT` socket (`tcp_twsk_unique`): with
+/// `net.ipv4.tcp_tw_reuse` 1 toward every destination, 2 (the default) toward loopback only
+/// (a loopback source or destination address), 0 never; and only if the connection used TCP
+/// timestamps (`net.ipv4.tcp_timestamps`, on by default) and its last timestamp is older than
+/// `net.ipv4.tcp_tw_reuse_delay` (Linux >= 6.13; 1 s before).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeWaitReuse {
+    /// `net.ipv4.tcp_tw_reuse`: 0, 1 or 2.
+    pub mode: u8,
+    /// `net.ipv4.tcp_timestamps` is not 0.
+    pub timestamps: bool,
+    /// `net.ipv4.tcp_tw_reuse_delay`, or 1 s where the kernel has no such setting.
+    pub delay: std::time::Duration,
+}
+
+impl Default for TimeWaitReuse {
+    /// The kernel's defaults.
+    fn default() -> Self {
+        Self {
+            mode: 2,
+            timestamps: true,
+            delay: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
+impl TimeWaitReuse {
+    /// Whether a `TIME_WAIT` socket from `source` to `destination` that has been waiting for
+    /// `age` can be taken over by a new `connect()` to the same destination.
+    #[must_use]
+    pub fn reusable(
+        &self,
+        source: std::net::IpAddr,
+        destination: std::net::IpAddr,
+        age: std::time::Duration,
+    ) -> bool {
+        let toward = match self.mode {
+            1 => true,
+            2 => source.is_loopback() || destination.is_loopback(),
+            _ => false,
+        };
+        toward && self.timestamps && age > self.delay
+    }
 }
 
 impl PortConfig {
@@ -302,6 +349,7 @@ mod tests {
         let config = PortConfig {
             ephemeral: 40000..=40009,
             reserved: parse_reserved_ports("40000-40001,50000").expect("valid list"),
+            time_wait_reuse: crate::model::TimeWaitReuse::default(),
         };
         assert_eq!(config.capacity(), 8);
         assert_eq!(config.reserved_in_range(), 2);

@@ -5,6 +5,7 @@ use std::{
     collections::{HashMap, HashSet},
     hash::{Hash as _, Hasher as _},
     net::{IpAddr, SocketAddr},
+    time::Duration,
 };
 
 use super::{PortSet, Protocol};
@@ -128,6 +129,8 @@ pub struct Socket {
     pub local: SocketAddr,
     /// Remote address and port; port 0 when not connected.
     pub remote: SocketAddr,
+    /// Time until the socket's timer fires; for a `TIME_WAIT` socket, until it goes away.
+    pub timer: Duration,
 }
 
 /// Where TCP connections go: Linux lets `connect()` reuse a local port toward different
@@ -147,6 +150,25 @@ pub struct DestinationSockets {
     pub local_ports: Vec<u16>,
     /// How many of them are in `TIME_WAIT`.
     pub time_wait: u32,
+    /// The `TIME_WAIT` ones: local port and how long the socket has been waiting.
+    pub time_wait_ages: Vec<(u16, Duration)>,
+}
+
+/// How long a `TIME_WAIT` socket lives (`TCP_TIMEWAIT_LEN`, a kernel constant): its age is
+/// this minus the time its timer has left.
+pub const TIME_WAIT_LENGTH: Duration = Duration::from_mins(1);
+
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as the IPv4 address it is: a dual-stack
+/// socket connected to one shares the 4-tuple space of IPv4 sockets connected to `a.b.c.d`.
+#[must_use]
+pub fn canonical(address: SocketAddr) -> SocketAddr {
+    match address {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => address,
+        },
+        SocketAddr::V4(_) => address,
+    }
 }
 
 /// Socket counts and held ports of one namespace, and where its connections go.
@@ -159,8 +181,6 @@ pub struct SocketTally {
     /// TCP ports with a listening socket.
     listening: PortSet,
     destinations: HashMap<Destination, DestinationSockets>,
-    /// UDP local ports by local address (unspecified for a wildcard bind).
-    udp_addresses: HashMap<IpAddr, Vec<u16>>,
     /// Every connected TCP socket's 4-tuple, hashed: the next snapshot tells by them which
     /// connections are new.
     connections: HashSet<u64>,
@@ -171,6 +191,11 @@ pub struct SocketTally {
 impl SocketTally {
     /// Counts one socket.
     pub fn add(&mut self, socket: &Socket) {
+        let socket = &Socket {
+            local: canonical(socket.local),
+            remote: canonical(socket.remote),
+            ..*socket
+        };
         let port = socket.local.port();
         self.states[socket.protocol.index()][socket.state.slot()] += 1;
         if port == 0 {
@@ -201,15 +226,13 @@ impl SocketTally {
                 entry.local_ports.push(port);
                 if state == TcpState::TimeWait {
                     entry.time_wait += 1;
+                    entry
+                        .time_wait_ages
+                        .push((port, TIME_WAIT_LENGTH.saturating_sub(socket.timer)));
                     self.time_wait.push((destination, tuple));
                 }
             }
-            (Protocol::Tcp, _) => {}
-            (Protocol::Udp, _) => self
-                .udp_addresses
-                .entry(socket.local.ip())
-                .or_default()
-                .push(port),
+            _ => {}
         }
     }
 
@@ -252,11 +275,6 @@ impl SocketTally {
     pub fn time_wait(&self) -> impl Iterator<Item = &(Destination, u64)> {
         self.time_wait.iter()
     }
-
-    /// UDP local ports by local address.
-    pub fn udp_addresses(&self) -> impl Iterator<Item = (&IpAddr, &Vec<u16>)> {
-        self.udp_addresses.iter()
-    }
 }
 
 /// A connection's identity across snapshots: its 4-tuple, hashed (8 bytes instead of 36).
@@ -274,6 +292,7 @@ pub(crate) fn socket(protocol: Protocol, state: TcpState, local: &str, remote: &
         state,
         local: local.parse().expect("address"),
         remote: remote.parse().expect("address"),
+        timer: Duration::ZERO,
     }
 }
 

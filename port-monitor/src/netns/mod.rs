@@ -8,7 +8,7 @@ use std::{fs::File, io, os::fd::AsFd as _, os::unix::fs::MetadataExt as _, path:
 
 use nix::sched::{CloneFlags, setns};
 
-use crate::model::{NetnsId, PortConfig, ports};
+use crate::model::{NetnsId, PortConfig, TimeWaitReuse, ports};
 
 /// Why a namespace could not be entered or read.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +93,10 @@ fn open(netns: &Netns) -> Result<File, NetnsError> {
 
 const PORT_RANGE: &str = "net.ipv4.ip_local_port_range";
 const RESERVED_PORTS: &str = "net.ipv4.ip_local_reserved_ports";
+const TW_REUSE: &str = "net.ipv4.tcp_tw_reuse";
+const TIMESTAMPS: &str = "net.ipv4.tcp_timestamps";
+/// Linux >= 6.13 only; before, the delay is 1 s.
+const TW_REUSE_DELAY: &str = "net.ipv4.tcp_tw_reuse_delay";
 
 /// Reads the port sysctls of the calling thread's namespace: `/proc/sys/net` shows the
 /// namespace of the task that opens it.
@@ -115,8 +119,22 @@ pub fn read_port_config() -> Result<PortConfig, NetnsError> {
             source,
         }
     })?;
+    // The TIME_WAIT reuse settings refine headroom; where one cannot be read (an older
+    // kernel without it) the kernel's default stands.
+    let number = |sysctl: &'static str| read(sysctl).ok()?.trim().parse::<u32>().ok();
+    let defaults = TimeWaitReuse::default();
+    let time_wait_reuse = TimeWaitReuse {
+        mode: number(TW_REUSE)
+            .and_then(|mode| u8::try_from(mode).ok())
+            .unwrap_or(defaults.mode),
+        timestamps: number(TIMESTAMPS).map_or(defaults.timestamps, |on| on != 0),
+        delay: number(TW_REUSE_DELAY).map_or(defaults.delay, |ms| {
+            std::time::Duration::from_millis(u64::from(ms))
+        }),
+    };
     Ok(PortConfig {
         ephemeral,
         reserved,
+        time_wait_reuse,
     })
 }

@@ -4,6 +4,7 @@
 //! Runs on its own thread: the dumps are blocking netlink I/O, and the cost grows with the
 //! number of sockets, so it stays off the async runtime that serves scrapes.
 
+mod inet_diag;
 mod sock_diag;
 
 use std::{
@@ -147,11 +148,13 @@ fn bound_inactive(bound: &BoundSocket) -> model::Socket {
         state: TcpState::BoundInactive,
         local: SocketAddr::new(address, bound.port),
         remote: SocketAddr::new(address, 0),
+        timer: Duration::ZERO,
     }
 }
 
 /// Snapshots the node every `interval` on a dedicated thread, into `model`, until `stop`
-/// receives or is dropped. `on_first` runs after the first snapshot is in the model. The
+/// receives or is dropped. `on_snapshot` runs after each snapshot is in the model, with how
+/// long it took. The
 /// TCP transitions are read just before and just after each snapshot, for the model's
 /// consistency check.
 ///
@@ -164,12 +167,11 @@ pub fn spawn(
     transitions: TransitionReader,
     bound_sockets: Option<BoundSocketReader>,
     stop: mpsc::Receiver<()>,
-    on_first: impl FnOnce() + Send + 'static,
+    on_snapshot: impl Fn(Duration) + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("snapshot".into())
         .spawn(move || {
-            let mut on_first = Some(on_first);
             let mut previous_start = None;
             loop {
                 let started = Instant::now();
@@ -194,9 +196,7 @@ pub fn spawn(
                     tracing::debug!(corrections, "socket tables checked against TCP transitions");
                 }
                 drop(model);
-                if let Some(on_first) = on_first.take() {
-                    on_first();
-                }
+                on_snapshot(snapshot.duration);
                 match stop.recv_timeout(interval.saturating_sub(snapshot.duration)) {
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,

@@ -1,17 +1,16 @@
 //! Listing a namespace's sockets with netlink `sock_diag`, as `ss` does.
 
-use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage};
 use netlink_packet_sock_diag::{
     SockDiagMessage,
     constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP},
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
 };
-use std::{collections::HashSet, os::fd::AsRawFd as _};
+use std::{collections::HashSet, os::fd::AsRawFd as _, time::Duration};
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
+use super::inet_diag::{self, Batch, DiagSocket};
 use crate::model::{self, Protocol, SocketTally, TcpState};
 
 /// Why a dump failed.
@@ -90,14 +89,11 @@ pub fn dump_all(
 ) -> Result<HashSet<u64>, DumpError> {
     let mut listed = HashSet::new();
     for (family, ip_protocol, protocol, what) in TABLES {
-        dump(socket, family, ip_protocol, what, |state, id| {
-            if protocol == Protocol::Tcp && !watched.is_empty() {
-                let cookie = socket_cookie(id.cookie);
-                if watched.contains(&cookie) {
-                    listed.insert(cookie);
-                }
+        dump(socket, family, ip_protocol, what, |diag| {
+            if protocol == Protocol::Tcp && watched.contains(&diag.cookie) {
+                listed.insert(diag.cookie);
             }
-            let state = match (protocol, TcpState::from_kernel(state)) {
+            let state = match (protocol, TcpState::from_kernel(diag.state)) {
                 // A TCP socket in a table with state CLOSE is bound but neither listening nor
                 // connected: Linux >= 6.7 lists those from the bind hash, with their real
                 // state, CLOSE (checked on 6.18 with a raw sock_diag request).
@@ -108,8 +104,9 @@ pub fn dump_all(
                 tally.add(&model::Socket {
                     protocol,
                     state,
-                    local: std::net::SocketAddr::new(id.source_address, id.source_port),
-                    remote: std::net::SocketAddr::new(id.destination_address, id.destination_port),
+                    local: diag.local,
+                    remote: diag.remote,
+                    timer: Duration::from_millis(u64::from(diag.expires_ms)),
                 });
             }
         })?;
@@ -117,23 +114,13 @@ pub fn dump_all(
     Ok(listed)
 }
 
-/// `inet_diag_sockid.idiag_cookie`: two `u32` in host byte order, the low half first.
-fn socket_cookie(bytes: [u8; 8]) -> u64 {
-    let half = |range: std::ops::Range<usize>| {
-        let mut word = [0; 4];
-        word.copy_from_slice(&bytes[range]);
-        u64::from(u32::from_ne_bytes(word))
-    };
-    half(0..4) | (half(4..8) << 32)
-}
-
-/// Sends one dump request and calls `each(state, id)` for every socket listed.
+/// Sends one dump request and calls `each` for every socket listed.
 fn dump(
     socket: &Socket,
     family: u8,
     protocol: u8,
     what: &'static str,
-    mut each: impl FnMut(u8, &SocketId),
+    mut each: impl FnMut(&DiagSocket),
 ) -> Result<(), DumpError> {
     let io = |source| DumpError::Io { what, source };
     let mut header = NetlinkHeader::default();
@@ -165,29 +152,16 @@ fn dump(
     loop {
         buffer.clear();
         socket.recv(&mut buffer, 0).map_err(io)?;
-        let mut offset = 0;
-        while offset < buffer.len() {
-            let message = NetlinkMessage::<SockDiagMessage>::deserialize(&buffer[offset..])
-                .map_err(|error| DumpError::Decode {
+        match inet_diag::parse_batch(&buffer, &mut each) {
+            Ok(Batch::More) => {}
+            Ok(Batch::Done) => return Ok(()),
+            Ok(Batch::Error(code)) => return Err(DumpError::Kernel { what, code }),
+            Err(error) => {
+                return Err(DumpError::Decode {
                     what,
                     reason: error.to_string(),
-                })?;
-            let length = message.header.length as usize;
-            match message.payload {
-                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                    each(response.header.state, &response.header.socket_id);
-                }
-                NetlinkPayload::Done(_) => return Ok(()),
-                NetlinkPayload::Error(error) => {
-                    let code = error.code.map_or(0, std::num::NonZero::get);
-                    return Err(DumpError::Kernel { what, code });
-                }
-                _ => {}
+                });
             }
-            if length == 0 {
-                break;
-            }
-            offset += length;
         }
     }
 }

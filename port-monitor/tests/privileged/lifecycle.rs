@@ -192,14 +192,26 @@ fn privileged_missing_capabilities_are_named() {
     );
 }
 
-/// Capabilities in the effective set of a process (`CapEff` in /proc/<pid>/status).
-fn effective_capabilities(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("CapEff:"))
-        .expect("CapEff");
-    u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).expect("hex")
+/// The effective capabilities of every thread of a process (`CapEff` in
+/// /proc/<pid>/task/<tid>/status: /proc/<pid>/status shows the main thread only), by thread
+/// name.
+fn effective_capabilities(pid: u32) -> Vec<(String, u64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("task directory");
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| {
+            // A thread may end between the listing and the read.
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .map(|value| value.trim().to_owned())
+            };
+            let capabilities = u64::from_str_radix(&field("CapEff:")?, 16).expect("hex");
+            Some((field("Name:")?, capabilities))
+        })
+        .collect()
 }
 
 #[test]
@@ -208,18 +220,53 @@ fn privileged_capabilities_only_attaching_needs_are_dropped() {
         return;
     }
     let exporter = Exporter::start();
-    let capabilities = effective_capabilities(exporter.pid());
-    let has = |bit: u32| capabilities & (1 << bit) != 0;
-    // capability.h: NET_ADMIN 12, SYS_PTRACE 19, SYS_ADMIN 21, PERFMON 38, BPF 39.
-    assert!(
-        !has(12) && !has(38),
-        "NET_ADMIN and PERFMON dropped: {capabilities:#x}"
-    );
-    assert!(
-        has(21) && has(19) && has(39),
-        "SYS_ADMIN, SYS_PTRACE and BPF kept: {capabilities:#x}"
-    );
+    let threads = effective_capabilities(exporter.pid());
+    // The main thread, the runtime's workers and the snapshot thread at least.
+    assert!(threads.len() >= 4, "threads: {threads:?}");
+    for (name, capabilities) in &threads {
+        let has = |bit: u32| capabilities & (1 << bit) != 0;
+        // capability.h: NET_ADMIN 12, SYS_PTRACE 19, SYS_ADMIN 21, PERFMON 38, BPF 39.
+        assert!(
+            !has(12) && !has(38),
+            "NET_ADMIN and PERFMON dropped in thread {name}: {capabilities:#x}"
+        );
+        assert!(
+            has(21) && has(19) && has(39),
+            "SYS_ADMIN, SYS_PTRACE and BPF kept in thread {name}: {capabilities:#x}"
+        );
+    }
     // And it still works without them: a namespace snapshot and the kernel counters.
     let metrics = crate::ground_truth::wait_snapshots(&exporter, 2.0);
     assert!(metrics.value("port_monitor_namespaces", &[]) >= 1.0);
+}
+
+/// The daemon's CPU time in seconds, from its /proc/<pid>/stat (utime + stime, in clock ticks
+/// of 1/100 s).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let (_, fields) = stat.rsplit_once(')').expect("comm in parentheses");
+    let ticks: Vec<f64> = fields
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|field| field.parse().expect("ticks"))
+        .collect();
+    (ticks[0] + ticks[1]) / 100.0
+}
+
+/// `process_cpu_seconds_total` is exact to the clock tick, not truncated to whole seconds: a
+/// daemon that has used 0.44 s reports 0.44, not 0.
+#[test]
+fn privileged_cpu_seconds_are_counted_to_the_tick() {
+    if !privileged("cpu_seconds_are_counted_to_the_tick") {
+        return;
+    }
+    let exporter = Exporter::start();
+    let before = cpu_seconds(exporter.pid());
+    let reported = exporter.scrape().value("process_cpu_seconds_total", &[]);
+    let after = cpu_seconds(exporter.pid());
+    assert!(
+        before > 0.0 && before <= reported && reported <= after,
+        "process_cpu_seconds_total {reported} between {before} and {after} read from /proc"
+    );
 }

@@ -20,6 +20,7 @@ mod exhaustion;
 mod exposition;
 mod ground_truth;
 mod headroom;
+mod health;
 mod http_abuse;
 mod lifecycle;
 mod namespaces;

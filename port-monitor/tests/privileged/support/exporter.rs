@@ -33,12 +33,31 @@ impl Exporter {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
-        Self::spawn(extra, None)
+        let mut exporter = Self::spawn(extra, None);
+        exporter.wait_ready();
+        exporter
+    }
+
+    /// Starts and returns as soon as the endpoint accepts connections, before it is ready.
+    pub fn start_unready() -> Self {
+        let exporter = Self::spawn(&[], None);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while std::net::TcpStream::connect(&exporter.address).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "no endpoint:\n{}",
+                exporter.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        exporter
     }
 
     /// Starts with a web configuration that turns TLS on; readiness is probed over HTTPS.
     pub fn start_tls(extra: &[&str]) -> Self {
-        Self::spawn(extra, Some(Vec::new()))
+        let mut exporter = Self::spawn(extra, Some(Vec::new()));
+        exporter.wait_ready();
+        exporter
     }
 
     /// Starts with a web configuration that requires a client certificate; readiness is
@@ -50,7 +69,9 @@ impl Exporter {
             "--key".to_owned(),
             key.display().to_string(),
         ];
-        Self::spawn(extra, Some(probe))
+        let mut exporter = Self::spawn(extra, Some(probe));
+        exporter.wait_ready();
+        exporter
     }
 
     fn spawn(extra: &[&str], tls: Option<Vec<String>>) -> Self {
@@ -81,14 +102,12 @@ impl Exporter {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start port-monitor");
-        let mut exporter = Self {
+        Self {
             child: Some(child),
             address,
             log,
             tls,
-        };
-        exporter.wait_ready();
-        exporter
+        }
     }
 
     fn wait_ready(&mut self) {
@@ -136,9 +155,25 @@ impl Exporter {
 
     /// GET `path`: status and body.
     pub fn get(&self, path: &str) -> Result<(u16, String), ureq::Error> {
-        let mut response = ureq::get(&format!("http://{}{path}", self.address))
+        self.request(path, None, None)
+    }
+
+    /// GET `path` with an `Authorization` header, giving up after `timeout`: status and body.
+    /// A new connection each time.
+    pub fn request(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<(u16, String), ureq::Error> {
+        let mut request = ureq::get(&format!("http://{}{path}", self.address));
+        if let Some(authorization) = authorization {
+            request = request.header("Authorization", authorization);
+        }
+        let mut response = request
             .config()
             .http_status_as_error(false)
+            .timeout_global(timeout)
             .build()
             .call()?;
         let status = response.status().as_u16();

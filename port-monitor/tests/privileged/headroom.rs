@@ -1,7 +1,7 @@
 //! One hot destination runs out of ports while another, from the same namespace, stays low.
 
 use std::{
-    net::{Ipv4Addr, TcpListener, TcpStream},
+    net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket},
     time::Duration,
 };
 
@@ -100,4 +100,175 @@ fn privileged_a_hot_destination_reaches_ratio_one() {
         "no stale destination series:\n{}",
         metrics.text
     );
+}
+
+fn ratio_labels<'a>(id: &'a str, protocol: &'a str) -> [(&'a str, &'a str); 2] {
+    [("netns", id), ("protocol", protocol)]
+}
+
+/// Ten `TIME_WAIT` sockets toward a loopback server fill a ten-port namespace, yet with the
+/// default `tcp_tw_reuse` (2: loopback) `connect()` takes their ports over once they are a
+/// second old: the headroom says so. With `tcp_tw_reuse` 0 the same sockets block the next
+/// connect, and the headroom reads full.
+#[test]
+fn privileged_time_wait_the_kernel_would_reuse_is_headroom() {
+    if !privileged("time_wait_the_kernel_would_reuse_is_headroom") {
+        return;
+    }
+    let netns = TestNetns::new("twreuse");
+    let id = netns.label();
+    netns.sysctl("net.ipv4.ip_local_port_range", "40000 40009");
+    let listener = netns.run(|| {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 9000)).expect("listen");
+        for _ in 0..10 {
+            let client = TcpStream::connect((Ipv4Addr::LOCALHOST, 9000)).expect("connect");
+            let (server, _) = listener.accept().expect("accept");
+            // The client closes first: its side, in the ephemeral range, waits.
+            drop(client);
+            std::thread::sleep(Duration::from_millis(20));
+            drop(server);
+        }
+        listener
+    });
+    // Older than the reuse delay (1 s) before the exporter's first look.
+    std::thread::sleep(Duration::from_millis(1500));
+    let exporter = Exporter::start();
+    let tcp = ratio_labels(&id, "tcp");
+    let metrics = crate::ground_truth::wait_snapshots(&exporter, 2.0);
+    assert_eq!(
+        metrics.get(
+            "port_monitor_sockets",
+            &[("netns", &id), ("protocol", "tcp"), ("state", "time_wait")]
+        ),
+        Some(10.0)
+    );
+    assert_eq!(
+        metrics.get("port_monitor_ephemeral_utilization_max_ratio", &tcp),
+        Some(0.0),
+        "every TIME_WAIT port is reusable:\n{}",
+        metrics.text
+    );
+    // TIME_WAIT piles up toward one destination (an anomaly of its own), but nothing is near
+    // exhaustion.
+    crate::anomalies::assert_anomalies(&metrics, &id, &[("time_wait_accumulation", 1.0)]);
+    // The kernel agrees: an eleventh connection gets a port.
+    let eleventh = netns.run(|| TcpStream::connect((Ipv4Addr::LOCALHOST, 9000)));
+    let eleventh = eleventh.expect("the kernel reuses a TIME_WAIT port");
+
+    netns.sysctl("net.ipv4.tcp_tw_reuse", "0");
+    let metrics = exporter.wait_until(Duration::from_secs(10), |m| {
+        m.get("port_monitor_ephemeral_utilization_max_ratio", &tcp) == Some(1.0)
+    });
+    assert_eq!(
+        metrics.get("port_monitor_ephemeral_utilization_max_ratio", &tcp),
+        Some(1.0),
+        "without reuse, full:\n{}",
+        metrics.text
+    );
+    // The kernel agrees again: no port for a twelfth.
+    let twelfth = netns.run(|| TcpStream::connect((Ipv4Addr::LOCALHOST, 9000)).map(drop));
+    assert_eq!(
+        twelfth.expect_err("out of ports").kind(),
+        std::io::ErrorKind::AddrNotAvailable
+    );
+    drop((listener, eleventh));
+}
+
+/// A dual-stack socket connected to `::ffff:127.0.0.1` takes its port from the same space as
+/// IPv4 sockets connected to `127.0.0.1`: one destination, labelled with the IPv4 address.
+#[test]
+fn privileged_ipv4_mapped_connections_share_the_ipv4_destination() {
+    if !privileged("ipv4_mapped_connections_share_the_ipv4_destination") {
+        return;
+    }
+    let netns = TestNetns::new("mapped");
+    let id = netns.label();
+    netns.sysctl("net.ipv4.ip_local_port_range", "40000 40009");
+    let exporter = Exporter::start();
+    let held = netns.run(|| {
+        // A dual-stack listener: it takes IPv4 connections too.
+        let listener = TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, 9100)).expect("listen");
+        let mapped = Ipv4Addr::LOCALHOST.to_ipv6_mapped();
+        let streams = [
+            TcpStream::connect((Ipv4Addr::LOCALHOST, 9100)).expect("IPv4 connect"),
+            TcpStream::connect((mapped, 9100)).expect("IPv4-mapped connect"),
+            TcpStream::connect((mapped, 9100)).expect("IPv4-mapped connect"),
+        ];
+        (listener, streams)
+    });
+    let destination = [
+        ("netns", id.as_str()),
+        ("protocol", "tcp"),
+        ("dst_addr", "127.0.0.1"),
+        ("dst_port", "9100"),
+    ];
+    let metrics = exporter.wait_until(Duration::from_secs(10), |m| {
+        m.get("port_monitor_destination_ports_in_use", &destination) == Some(3.0)
+    });
+    assert_eq!(
+        metrics.get("port_monitor_destination_ports_in_use", &destination),
+        Some(3.0),
+        "{}",
+        metrics.text
+    );
+    assert!(
+        !metrics.text.contains("::ffff:"),
+        "no IPv4-mapped label:\n{}",
+        metrics.text
+    );
+    drop(held);
+}
+
+/// A UDP socket that gets its port on first use (autobind) needs one that no UDP socket of
+/// the namespace holds, whatever its address: six ports bound on two addresses leave four
+/// for it, whichever address it ends up sending from.
+#[test]
+fn privileged_udp_headroom_is_every_udp_port_of_the_namespace() {
+    if !privileged("udp_headroom_is_every_udp_port_of_the_namespace") {
+        return;
+    }
+    let netns = TestNetns::new("udpheadroom");
+    let id = netns.label();
+    netns.sysctl("net.ipv4.ip_local_port_range", "40000 40009");
+    let exporter = Exporter::start();
+    let bound = netns.run(|| {
+        let mut sockets = Vec::new();
+        for (address, first) in [([127, 0, 0, 1], 40000), ([127, 0, 0, 2], 40003)] {
+            for port in first..first + 3 {
+                sockets.push(UdpSocket::bind((Ipv4Addr::from(address), port)).expect("bind"));
+            }
+        }
+        sockets
+    });
+    let udp = ratio_labels(&id, "udp");
+    let metrics = exporter.wait_until(Duration::from_secs(10), |m| {
+        m.get("port_monitor_ephemeral_utilization_max_ratio", &udp) == Some(0.6)
+    });
+    assert_eq!(
+        metrics.get("port_monitor_ephemeral_utilization_max_ratio", &udp),
+        Some(0.6),
+        "{}",
+        metrics.text
+    );
+    // The kernel agrees: four autobinds succeed, the fifth finds no port (EAGAIN).
+    let (receiver, autobound, failure) = netns.run(|| {
+        let receiver = UdpSocket::bind((Ipv4Addr::LOCALHOST, 5000)).expect("receiver");
+        let mut sockets = Vec::new();
+        let mut failure = None;
+        for _ in 0..5 {
+            let socket = crate::support::sockets::unbound_udp().expect("socket");
+            match socket.connect((Ipv4Addr::new(127, 0, 0, 3), 5000)) {
+                Ok(()) => sockets.push(socket),
+                Err(error) => failure = Some(error),
+            }
+        }
+        (receiver, sockets, failure)
+    });
+    assert_eq!(autobound.len(), 4, "four ports were left");
+    assert_eq!(
+        failure.expect("the fifth fails").kind(),
+        std::io::ErrorKind::WouldBlock,
+        "EAGAIN"
+    );
+    drop((bound, receiver, autobound));
 }

@@ -1,26 +1,8 @@
 //! UDP autobind exhaustion is counted exactly.
 
-use std::{
-    io::ErrorKind,
-    net::{Ipv4Addr, UdpSocket},
-    time::Duration,
-};
+use std::{io::ErrorKind, net::Ipv4Addr, time::Duration};
 
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
-
-use crate::support::{Exporter, TestNetns, privileged};
-
-/// A UDP socket without a port: the kernel gives it one on its first send or connect.
-fn unbound_udp() -> UdpSocket {
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::empty(),
-        None,
-    )
-    .expect("socket");
-    UdpSocket::from(fd)
-}
+use crate::support::{Exporter, TestNetns, privileged, sockets::unbound_udp};
 
 #[test]
 fn privileged_udp_autobind_exhaustion_is_counted_exactly() {
@@ -37,7 +19,7 @@ fn privileged_udp_autobind_exhaustion_is_counted_exactly() {
         let mut held = Vec::new();
         let mut failures = 0;
         for attempt in 0..12 {
-            let socket = unbound_udp();
+            let socket = unbound_udp().expect("socket");
             let result = if attempt % 2 == 0 {
                 socket.send_to(b"x", (Ipv4Addr::LOCALHOST, 9)).map(drop)
             } else {

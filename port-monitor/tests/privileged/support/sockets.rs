@@ -22,6 +22,17 @@ pub fn tcp_bind(address: SocketAddr) -> Result<OwnedFd, Errno> {
     Ok(socket)
 }
 
+/// A UDP socket without a port: the kernel gives it one on its first send or connect.
+pub fn unbound_udp() -> Result<std::net::UdpSocket, Errno> {
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::empty(),
+        None,
+    )?;
+    Ok(std::net::UdpSocket::from(fd))
+}
+
 /// Runs the daemon as root but without the capabilities in `drop` (setpriv names, e.g.
 /// `"bpf,perfmon"`), which are taken out of the bounding set.
 pub fn run_without(drop: &str, args: &[&str]) -> std::process::Output {

@@ -156,3 +156,66 @@ fn privileged_time_wait_is_counted_from_the_socket_table() {
         "TIME_WAIT sockets hold their ports"
     );
 }
+
+/// `IPPROTO_MPTCP`: MPTCP sockets share the TCP state tracepoint but not TCP's tables.
+const IPPROTO_MPTCP: i32 = 262;
+
+/// An MPTCP socket of `kind` (`SOCK_STREAM`), or `None` where the kernel has no MPTCP.
+fn mptcp_socket() -> Option<std::os::fd::OwnedFd> {
+    // SAFETY: plain socket creation; the descriptor is owned by the returned value.
+    let fd =
+        unsafe { nix::libc::socket(nix::libc::AF_INET, nix::libc::SOCK_STREAM, IPPROTO_MPTCP) };
+    // SAFETY: a fresh descriptor nothing else owns.
+    (fd >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+/// MPTCP connections change the state of their MPTCP sockets through the same tracepoint as
+/// TCP, but those sockets are in no TCP table: counted as TCP, every one would be a state
+/// change the tables cannot explain. Only their TCP subflows count.
+#[test]
+fn privileged_mptcp_sockets_are_not_tcp_sockets() {
+    if !privileged("mptcp_sockets_are_not_tcp_sockets") {
+        return;
+    }
+    if mptcp_socket().is_none() {
+        println!("this kernel has no MPTCP: nothing to check");
+        return;
+    }
+    let netns = TestNetns::new("mptcp");
+    let exporter = Exporter::start();
+    crate::ground_truth::wait_snapshots(&exporter, 2.0);
+    let corrections =
+        |metrics: &Metrics| metrics.value("port_monitor_snapshot_corrections_total", &[]);
+    let before = corrections(&exporter.scrape());
+    let held = netns.run(|| {
+        use nix::sys::socket::{Backlog, SockaddrIn, accept, bind, connect, listen};
+        let address = SockaddrIn::new(127, 0, 0, 1, 9300);
+        let listener = mptcp_socket().expect("MPTCP listener");
+        bind(std::os::fd::AsRawFd::as_raw_fd(&listener), &address).expect("bind");
+        listen(&listener, Backlog::new(8).expect("backlog")).expect("listen");
+        let mut held = vec![];
+        for _ in 0..5 {
+            let client = mptcp_socket().expect("MPTCP client");
+            connect(std::os::fd::AsRawFd::as_raw_fd(&client), &address).expect("connect");
+            let server = accept(std::os::fd::AsRawFd::as_raw_fd(&listener)).expect("accept");
+            // SAFETY: accept returned a fresh descriptor.
+            let server: std::os::fd::OwnedFd =
+                unsafe { std::os::fd::FromRawFd::from_raw_fd(server) };
+            held.push((client, server));
+        }
+        (listener, held)
+    });
+    let metrics = crate::ground_truth::wait_snapshots(&exporter, 3.0);
+    drop(held);
+    let metrics_after_close = crate::ground_truth::wait_snapshots(&exporter, 3.0);
+    assert_eq!(
+        corrections(&metrics),
+        before,
+        "MPTCP connections open: no correction"
+    );
+    assert_eq!(
+        corrections(&metrics_after_close),
+        before,
+        "MPTCP connections closed: no correction"
+    );
+}

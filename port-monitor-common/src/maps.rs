@@ -1,8 +1,15 @@
 //! Names, keys and sizes of the maps the daemon reads. Each map's purpose and why its size is
 //! what it is lives beside its definition in `port-monitor-ebpf/src/maps.rs`.
 
-/// Per-CPU hash of [`ErrorKey`] to a count of failed socket calls.
+use crate::Operation;
+
+/// Per-CPU hash of [`ErrorKey`] to a count of failed socket calls, except port failures.
 pub const SOCKET_ERRORS: &str = "SOCKET_ERRORS";
+/// Per-CPU hash of [`ErrorKey`] to a count of port failures: out of ports, port taken
+/// ([`ErrorKey::is_port_failure`]). A map of their own, so that other failures (refused
+/// connections, which anyone can cause in as many namespaces as they can make) cannot fill
+/// the space these need.
+pub const PORT_FAILURES: &str = "PORT_FAILURES";
 /// Ring buffer of [`crate::event::FailureEvent`] records.
 pub const EVENTS: &str = "EVENTS";
 /// Per-CPU array of [`Counter`] values: what the kernel programs could not record.
@@ -21,8 +28,9 @@ pub const BOUND_SOCKETS: &str = "BOUND_SOCKETS";
 /// [`Counter::BoundSocketsDropped`] counts them.
 pub const BOUND_SOCKETS_MAX_ENTRIES: u32 = 65_536;
 
-/// Capacity of [`SOCKET_ERRORS`]: one entry per (netns, operation, protocol, errno) seen.
-/// A node has at most a few hundred namespaces and a handful of errnos each.
+/// Capacity of [`SOCKET_ERRORS`] and of [`PORT_FAILURES`] each: one entry per (netns,
+/// operation, protocol, errno) seen. A node has at most a few hundred namespaces and a
+/// handful of errnos each.
 pub const SOCKET_ERRORS_MAX_ENTRIES: u32 = 16_384;
 
 /// Size in bytes of the [`EVENTS`] ring buffer (a power of two, a multiple of the page size).
@@ -97,6 +105,24 @@ pub struct BoundSocket {
     pub padding: [u8; 4],
 }
 
+impl ErrorKey {
+    /// Whether this is a port failure: a call that found no free port (connect
+    /// EADDRNOTAVAIL, bind to port 0 EADDRINUSE, autobind EAGAIN) or its port taken (bind
+    /// EADDRINUSE).
+    #[must_use]
+    pub const fn is_port_failure(&self) -> bool {
+        const EAGAIN: u16 = 11;
+        const EADDRINUSE: u16 = 98;
+        const EADDRNOTAVAIL: u16 = 99;
+        matches!(
+            (Operation::from_u8(self.operation), self.errno),
+            (Some(Operation::Connect), EADDRNOTAVAIL)
+                | (Some(Operation::Bind), EADDRINUSE)
+                | (Some(Operation::Autobind), EAGAIN)
+        )
+    }
+}
+
 /// Slots of the [`COUNTERS`] array.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,10 +133,13 @@ pub enum Counter {
     ErrorKeysDropped = 1,
     /// A bound socket did not fit in [`BOUND_SOCKETS`]; its port may go unseen.
     BoundSocketsDropped = 2,
+    /// A new port-failure key did not fit in [`PORT_FAILURES`]; the failure went uncounted
+    /// (its record, if the ring buffer had room, still reached the daemon).
+    PortFailureKeysDropped = 3,
 }
 
 /// Number of slots in [`COUNTERS`].
-pub const COUNTER_SLOTS: u32 = 3;
+pub const COUNTER_SLOTS: u32 = 4;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -127,6 +156,16 @@ mod tests {
     #[test]
     fn error_key_has_no_padding() {
         assert_eq!(core::mem::size_of::<ErrorKey>(), 4 + 2 + 1 + 1 + 1 + 3);
+    }
+
+    #[test]
+    fn port_failures_are_out_of_ports_or_port_taken() {
+        let key = |operation, errno| ErrorKey::new(1, operation, 6, errno, true);
+        assert!(key(Operation::Connect, 99).is_port_failure());
+        assert!(key(Operation::Bind, 98).is_port_failure());
+        assert!(key(Operation::Autobind, 11).is_port_failure());
+        assert!(!key(Operation::Connect, 111).is_port_failure());
+        assert!(!key(Operation::Bind, 13).is_port_failure());
     }
 
     #[test]

@@ -9,10 +9,16 @@ use port_monitor_common::maps::{
     SOCKET_ERRORS_MAX_ENTRIES, TCP_STATE_SLOTS,
 };
 
-/// Failed socket calls by (netns, operation, protocol, errno). Per-CPU, so counting takes no
+/// Failed socket calls by (netns, operation, protocol, errno), port failures aside. Per-CPU, so counting takes no
 /// lock and no atomic; the daemon sums the CPUs when it reads.
 #[map]
 pub static SOCKET_ERRORS: PerCpuHashMap<ErrorKey, u64> =
+    PerCpuHashMap::with_max_entries(SOCKET_ERRORS_MAX_ENTRIES, 0);
+
+/// Port failures (out of ports, port taken) by the same key: apart, so that no other failure
+/// can crowd them out. Sized like `SOCKET_ERRORS`.
+#[map]
+pub static PORT_FAILURES: PerCpuHashMap<ErrorKey, u64> =
     PerCpuHashMap::with_max_entries(SOCKET_ERRORS_MAX_ENTRIES, 0);
 
 /// TCP state transitions, indexed by `old * 16 + new`: the hot path's only work.

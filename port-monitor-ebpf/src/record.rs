@@ -11,20 +11,26 @@ use port_monitor_common::{
     maps::{Counter, ErrorKey},
 };
 
-use crate::maps::{COUNTERS, EVENTS, SOCKET_ERRORS};
+use crate::maps::{COUNTERS, EVENTS, PORT_FAILURES, SOCKET_ERRORS};
 
 /// Past this much unread data the record wakes the reader; below it the reader finds records
 /// on its own timer. A wake-up per record cost the workload ~40% in a connect loop, batching
 /// ~8% (docs/how-it-works.md).
 const WAKEUP_THRESHOLD_BYTES: u64 = 256 * 1024;
 
-/// Adds one to the count of `key`, creating the entry if it is the first.
+/// Adds one to the count of `key`, creating the entry if it is the first. Port failures have
+/// a map of their own.
 pub fn count_error(key: &ErrorKey) {
-    if let Some(count) = SOCKET_ERRORS.get_ptr_mut(key) {
+    let (map, full) = if key.is_port_failure() {
+        (&PORT_FAILURES, Counter::PortFailureKeysDropped)
+    } else {
+        (&SOCKET_ERRORS, Counter::ErrorKeysDropped)
+    };
+    if let Some(count) = map.get_ptr_mut(key) {
         // SAFETY: a per-CPU slot: nothing else writes it while this program runs.
         unsafe { *count += 1 };
-    } else if SOCKET_ERRORS.insert(key, 1, 0).is_err() {
-        bump(Counter::ErrorKeysDropped);
+    } else if map.insert(key, 1, 0).is_err() {
+        bump(full);
     }
 }
 

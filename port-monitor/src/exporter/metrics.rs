@@ -467,6 +467,7 @@ fn self_metrics<'a>(model: &Model, fixed: &'a Static) -> Vec<Family<'a>> {
     }
     let mut map_full = Family::new(&KERNEL_MAP_FULL);
     map_full.add(&["bound_sockets"], stats.bound_sockets_dropped as f64);
+    map_full.add(&["port_failures"], stats.port_failure_keys_dropped as f64);
     map_full.add(&["socket_errors"], stats.error_keys_dropped as f64);
     let mut programs = Family::new(&PROGRAM_INFO);
     for hook in &fixed.hooks {
@@ -620,6 +621,7 @@ mod tests {
             transitions: [((TcpState::SynSent, TcpState::Established), 5)].into(),
             events_lost: 2,
             error_keys_dropped: 0,
+            port_failure_keys_dropped: 0,
             bound_sockets_dropped: 0,
         });
         let fixed = Static {
@@ -893,6 +895,7 @@ mod golden {
             .into(),
             events_lost: 0,
             error_keys_dropped: 0,
+            port_failure_keys_dropped: 0,
             bound_sockets_dropped: 0,
         });
         let fixed = Static {

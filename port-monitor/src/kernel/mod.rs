@@ -120,7 +120,8 @@ pub struct Kernel {
     logs: aya_log::EbpfLogger<&'static dyn log::Log>,
     hooks: Vec<Hook>,
     unavailable: Vec<Unavailable>,
-    errors: PerCpuHashMap<MapData, ErrorKey, u64>,
+    /// The failure maps: port failures, then the others (keys never overlap).
+    errors: [(&'static str, PerCpuHashMap<MapData, ErrorKey, u64>); 2],
     transitions: TransitionReader,
     bound_sockets: Option<Arc<bound_sockets::BoundSocketMap>>,
     counters: PerCpuArray<MapData, u64>,
@@ -174,8 +175,15 @@ impl Kernel {
         let attached = attach::attach_all(&mut ebpf, &env, collectors)?;
         let events = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)
             .map_err(map_error(maps::EVENTS))?;
-        let errors = PerCpuHashMap::try_from(take_map(&mut ebpf, maps::SOCKET_ERRORS)?)
-            .map_err(map_error(maps::SOCKET_ERRORS))?;
+        let mut error_map = |name: &'static str| {
+            PerCpuHashMap::try_from(take_map(&mut ebpf, name)?)
+                .map(|map| (name, map))
+                .map_err(map_error(name))
+        };
+        let errors = [
+            error_map(maps::PORT_FAILURES)?,
+            error_map(maps::SOCKET_ERRORS)?,
+        ];
         let transitions = TransitionReader(Arc::new(
             PerCpuArray::try_from(take_map(&mut ebpf, maps::TCP_TRANSITIONS)?)
                 .map_err(map_error(maps::TCP_TRANSITIONS))?,
@@ -251,9 +259,11 @@ impl Kernel {
     /// When a map read fails.
     pub fn read_counters(&self) -> Result<KernelCounters, KernelError> {
         let mut errors = Vec::new();
-        for entry in &self.errors {
-            let (key, per_cpu) = entry.map_err(map_error(maps::SOCKET_ERRORS))?;
-            errors.push((key, per_cpu.iter().sum()));
+        for (name, map) in &self.errors {
+            for entry in map {
+                let (key, per_cpu) = entry.map_err(map_error(name))?;
+                errors.push((key, per_cpu.iter().sum()));
+            }
         }
         let transitions = self.transitions.read()?;
         let counter = |slot: Counter| -> Result<u64, KernelError> {
@@ -269,6 +279,7 @@ impl Kernel {
             transitions,
             events_lost: counter(Counter::EventsLost)?,
             error_keys_dropped: counter(Counter::ErrorKeysDropped)?,
+            port_failure_keys_dropped: counter(Counter::PortFailureKeysDropped)?,
             bound_sockets_dropped: counter(Counter::BoundSocketsDropped)?,
         })
     }
@@ -278,16 +289,15 @@ impl Kernel {
     /// # Errors
     /// When a map operation fails.
     pub fn forget(&mut self, gone: &[NetnsId]) -> Result<(), KernelError> {
-        let stale: Vec<ErrorKey> = self
-            .errors
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| gone.contains(&key.netns))
-            .collect();
-        for key in &stale {
-            self.errors
-                .remove(key)
-                .map_err(map_error(maps::SOCKET_ERRORS))?;
+        for (name, map) in &mut self.errors {
+            let stale: Vec<ErrorKey> = map
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|key| gone.contains(&key.netns))
+                .collect();
+            for key in &stale {
+                map.remove(key).map_err(map_error(name))?;
+            }
         }
         Ok(())
     }

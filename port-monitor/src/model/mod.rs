@@ -82,6 +82,8 @@ pub struct KernelCounters {
     pub events_lost: u64,
     /// Failed calls not counted because the error map was full.
     pub error_keys_dropped: u64,
+    /// Port failures not counted because their map was full.
+    pub port_failure_keys_dropped: u64,
     /// Bound sockets not tracked because their map was full.
     pub bound_sockets_dropped: u64,
 }
@@ -93,6 +95,7 @@ pub struct SelfStats {
     pub events: BTreeMap<Operation, u64>,
     pub events_lost: u64,
     pub error_keys_dropped: u64,
+    pub port_failure_keys_dropped: u64,
     pub bound_sockets_dropped: u64,
     /// Snapshots of all namespaces completed.
     pub snapshots: u64,
@@ -352,6 +355,7 @@ impl Model {
         self.transitions.clone_from(&counters.transitions);
         self.stats.events_lost = counters.events_lost;
         self.stats.error_keys_dropped = counters.error_keys_dropped;
+        self.stats.port_failure_keys_dropped = counters.port_failure_keys_dropped;
         self.stats.bound_sockets_dropped = counters.bound_sockets_dropped;
     }
 

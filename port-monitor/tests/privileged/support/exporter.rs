@@ -177,7 +177,13 @@ impl Exporter {
             .build()
             .call()?;
         let status = response.status().as_u16();
-        Ok((status, response.body_mut().read_to_string()?))
+        // Scrapes of a node with thousands of series run past ureq's default 10 MiB.
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_to_string()?;
+        Ok((status, body))
     }
 
     /// Scrapes `/metrics`.

@@ -19,7 +19,7 @@ pub const ABSENT: u32 = u32::MAX;
 /// start. The others may be [`ABSENT`]: the socket-cgroup chain (`sock_cgroup`, `cgroup_kn`,
 /// `kernfs_id`, for port-scan attribution: `sk_cgrp_data.cgroup` is new in 5.15) and the
 /// file-table chain the syscall-tracepoint autobind program walks (`task_files` to
-/// `regs_arg0`); a collector whose fields are absent is left out and reported.
+/// `regs_arg0`); `net_cookie`; a collector whose fields are absent is left out and reported.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelLayout {
@@ -47,6 +47,9 @@ pub struct KernelLayout {
     pub sock_err: u32,
     /// `struct net` → `ns.inum`: the namespace's inode number (`unsigned int`).
     pub net_inum: u32,
+    /// `struct net` → `net_cookie` (`u64`, set when the namespace is made, Linux >= 5.12).
+    /// May be [`ABSENT`]: counts then follow the inode number alone.
+    pub net_cookie: u32,
     /// `struct task_struct` → `nsproxy` (`struct nsproxy *`).
     pub task_nsproxy: u32,
     /// `struct nsproxy` → `net_ns` (`struct net *`).

@@ -47,10 +47,14 @@ pub const fn transition_index(old: u32, new: u32) -> u32 {
     old * TCP_STATE_SLOTS + new
 }
 
-/// Key of [`SOCKET_ERRORS`]. 12 bytes, explicit padding.
+/// Key of [`SOCKET_ERRORS`] and [`PORT_FAILURES`]. 24 bytes, explicit padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ErrorKey {
+    /// The socket's network namespace cookie (`struct net` → `net_cookie`): unlike the inode
+    /// number, never given to another namespace, so a namespace made after another was
+    /// deleted does not inherit its counts. 0 on kernels without the field.
+    pub netns_cookie: u64,
     /// Inode number of the socket's network namespace.
     pub netns: u32,
     /// The errno, positive (`EADDRNOTAVAIL` = 99).
@@ -64,26 +68,28 @@ pub struct ErrorKey {
     /// namespace ran out of ports.
     pub auto_port: u8,
     /// Explicit padding, always zero (the key is hashed byte by byte).
-    pub padding: [u8; 3],
+    pub padding: [u8; 7],
 }
 
 impl ErrorKey {
-    /// The key of a failed `operation`; `auto_port` when the kernel was choosing the port.
+    /// The key of a failed `operation` in the namespace `netns` (inode number and cookie);
+    /// `auto_port` when the kernel was choosing the port.
     #[must_use]
     pub const fn new(
-        netns: u32,
+        netns: (u32, u64),
         operation: crate::Operation,
         protocol: u8,
         errno: u16,
         auto_port: bool,
     ) -> Self {
         Self {
-            netns,
+            netns_cookie: netns.1,
+            netns: netns.0,
             errno,
             operation: operation as u8,
             protocol,
             auto_port: auto_port as u8,
-            padding: [0; 3],
+            padding: [0; 7],
         }
     }
 }
@@ -155,12 +161,12 @@ mod tests {
 
     #[test]
     fn error_key_has_no_padding() {
-        assert_eq!(core::mem::size_of::<ErrorKey>(), 4 + 2 + 1 + 1 + 1 + 3);
+        assert_eq!(core::mem::size_of::<ErrorKey>(), 8 + 4 + 2 + 1 + 1 + 1 + 7);
     }
 
     #[test]
     fn port_failures_are_out_of_ports_or_port_taken() {
-        let key = |operation, errno| ErrorKey::new(1, operation, 6, errno, true);
+        let key = |operation, errno| ErrorKey::new((1, 1), operation, 6, errno, true);
         assert!(key(Operation::Connect, 99).is_port_failure());
         assert!(key(Operation::Bind, 98).is_port_failure());
         assert!(key(Operation::Autobind, 11).is_port_failure());

@@ -18,6 +18,7 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     sock_protocol: 0,
     sock_err: 0,
     net_inum: 0,
+    net_cookie: 0,
     task_nsproxy: 0,
     nsproxy_net: 0,
     sock_bound_port: 0,
@@ -50,9 +51,15 @@ pub fn read<T>(base: *const u8, offset: u32) -> Result<T, Unreadable> {
         .map_err(|_| Unreadable)
 }
 
-/// The inode number of the network namespace `net` (a `struct net *`).
-pub fn net_inum(net: *const u8, layout: &KernelLayout) -> Result<u32, Unreadable> {
-    read::<u32>(net, layout.net_inum)
+/// The inode number and cookie of the network namespace `net` (a `struct net *`); the
+/// cookie is 0 on kernels without one.
+pub fn net_identity(net: *const u8, layout: &KernelLayout) -> Result<(u32, u64), Unreadable> {
+    let cookie = if layout.net_cookie == ABSENT {
+        0
+    } else {
+        read::<u64>(net, layout.net_cookie)?
+    };
+    Ok((read::<u32>(net, layout.net_inum)?, cookie))
 }
 
 /// The id of the cgroup v2 a socket was created in: who owns it, even where the current task
@@ -66,11 +73,11 @@ pub fn socket_cgroup_id(sk: *const u8, layout: &KernelLayout) -> Result<u64, Unr
     read::<u64>(node, layout.kernfs_id)
 }
 
-/// The inode number of the calling task's network namespace.
-pub fn current_net_inum(layout: &KernelLayout) -> Result<u32, Unreadable> {
+/// The inode number and cookie of the calling task's network namespace.
+pub fn current_net_identity(layout: &KernelLayout) -> Result<(u32, u64), Unreadable> {
     // SAFETY: the helper returns the current task pointer; it is only read through `read`.
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let nsproxy = read::<*const u8>(task, layout.task_nsproxy)?;
     let net = read::<*const u8>(nsproxy, layout.nsproxy_net)?;
-    net_inum(net, layout)
+    net_identity(net, layout)
 }

@@ -132,7 +132,7 @@ fn on_connect_failed(sk: *const u8) -> Result<(), Unreadable> {
         (err as u16, false)
     };
     let net = kernel::read::<*const u8>(sk, layout.sock_net)?;
-    let netns = kernel::net_inum(net, &layout)?;
+    let netns = kernel::net_identity(net, &layout)?;
     let key = ErrorKey::new(netns, Operation::Connect, PROTOCOL_TCP, errno, auto_port);
     record::count_error(&key);
 

@@ -598,6 +598,7 @@ mod tests {
         model.apply_snapshot(
             &[NamespaceSnapshot {
                 netns: 7,
+                cookie: None,
                 name: Some("blue".into()),
                 ports: Some(PortConfig {
                     ephemeral: 40000..=40009,
@@ -638,7 +639,7 @@ mod tests {
     }
 
     fn key(netns: u32, operation: Operation, errno: u16, auto_port: bool) -> ErrorKey {
-        ErrorKey::new(netns, operation, PROTOCOL_TCP, errno, auto_port)
+        ErrorKey::new((netns, 0), operation, PROTOCOL_TCP, errno, auto_port)
     }
 
     #[test]
@@ -836,6 +837,7 @@ mod golden {
         let snapshots = [
             NamespaceSnapshot {
                 netns: 4_026_532_001,
+                cookie: None,
                 name: None,
                 ports: Some(PortConfig {
                     ephemeral: 40000..=40009,
@@ -849,6 +851,7 @@ mod golden {
             },
             NamespaceSnapshot {
                 netns: 4_026_532_002,
+                cookie: None,
                 name: Some("blue".into()),
                 ports: Some(PortConfig {
                     ephemeral: 32768..=60999,
@@ -871,19 +874,37 @@ mod golden {
         model.apply_kernel_counters(&KernelCounters {
             errors: vec![
                 (
-                    ErrorKey::new(4_026_532_001, Operation::Connect, PROTOCOL_TCP, 99, true),
+                    ErrorKey::new(
+                        (4_026_532_001, 0),
+                        Operation::Connect,
+                        PROTOCOL_TCP,
+                        99,
+                        true,
+                    ),
                     3,
                 ),
                 (
-                    ErrorKey::new(4_026_532_001, Operation::Connect, PROTOCOL_TCP, 111, false),
+                    ErrorKey::new(
+                        (4_026_532_001, 0),
+                        Operation::Connect,
+                        PROTOCOL_TCP,
+                        111,
+                        false,
+                    ),
                     12,
                 ),
                 (
-                    ErrorKey::new(4_026_532_001, Operation::Bind, PROTOCOL_TCP, 98, false),
+                    ErrorKey::new((4_026_532_001, 0), Operation::Bind, PROTOCOL_TCP, 98, false),
                     1,
                 ),
                 (
-                    ErrorKey::new(4_026_532_001, Operation::Autobind, PROTOCOL_UDP, 11, true),
+                    ErrorKey::new(
+                        (4_026_532_001, 0),
+                        Operation::Autobind,
+                        PROTOCOL_UDP,
+                        11,
+                        true,
+                    ),
                     2,
                 ),
             ],

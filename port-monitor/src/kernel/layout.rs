@@ -43,6 +43,9 @@ pub enum Optional {
     /// `task_struct.files` → ... → `socket.sk` and the saved first syscall argument: the
     /// socket of a failed send, for the syscall-tracepoint autobind programs.
     FileTable,
+    /// `net.net_cookie`: telling a namespace from an older one that had the same inode
+    /// number (Linux >= 5.12).
+    NetCookie,
 }
 
 /// The offsets of a kernel, with the optional fields it lacks.
@@ -96,6 +99,7 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, LayoutError> {
         sock_protocol: sock(&["sk_protocol"])?,
         sock_err: sock(&["sk_err"])?,
         net_inum: offset(btf, "net", &["ns", "inum"])?,
+        net_cookie: optional(Optional::NetCookie, offset(btf, "net", &["net_cookie"])),
         task_nsproxy: offset(btf, "task_struct", &["nsproxy"])?,
         nsproxy_net: offset(btf, "nsproxy", &["net_ns"])?,
         sock_bound_port: sock(&["__sk_common", "skc_num"])?,

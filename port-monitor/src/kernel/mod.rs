@@ -30,7 +30,7 @@ pub use attach::{
     TcpStateHook, Unavailable,
 };
 
-use crate::model::{KernelCounters, NetnsId, TcpState, consistency::Transitions};
+use crate::model::{KernelCounters, Retired, TcpState, consistency::Transitions};
 
 /// The compiled kernel programs, built by `build.rs`.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/port-monitor"));
@@ -288,12 +288,17 @@ impl Kernel {
     ///
     /// # Errors
     /// When a map operation fails.
-    pub fn forget(&mut self, gone: &[NetnsId]) -> Result<(), KernelError> {
+    pub fn forget(&mut self, gone: &[Retired]) -> Result<(), KernelError> {
         for (name, map) in &mut self.errors {
             let stale: Vec<ErrorKey> = map
                 .keys()
                 .filter_map(Result::ok)
-                .filter(|key| gone.contains(&key.netns))
+                .filter(|key| {
+                    gone.iter().any(|(netns, cookie)| {
+                        key.netns == *netns
+                            && cookie.is_none_or(|cookie| key.netns_cookie == cookie)
+                    })
+                })
                 .collect();
             for key in &stale {
                 map.remove(key).map_err(map_error(name))?;

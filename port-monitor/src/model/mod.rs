@@ -157,8 +157,11 @@ pub struct Model {
     /// Namespaces with counters but not found by the latest discovery: retired if the next
     /// one does not find them either.
     unseen: BTreeSet<NetnsId>,
-    /// Namespaces that are gone, whose kernel map entries are still to be deleted.
-    retired: BTreeSet<NetnsId>,
+    /// Kernel map entries still to be deleted: of namespaces that are gone (any cookie), and
+    /// of earlier namespaces whose inode number a new one has taken (their cookie).
+    retired: BTreeSet<Retired>,
+    /// Each namespace's cookie, from its latest snapshot.
+    cookies: BTreeMap<NetnsId, u64>,
     consistency: consistency::Consistency,
     crossings: anomalies::Crossings,
     port_scans: anomalies::PortScans,
@@ -166,6 +169,10 @@ pub struct Model {
     previous_connections: HashMap<NetnsId, HashSet<u64>>,
     last_anomaly: BTreeMap<AnomalyKind, Latest>,
 }
+
+/// Kernel counters to delete: a namespace's, or only those of one cookie (`Some`) under that
+/// inode number.
+pub type Retired = (NetnsId, Option<u64>);
 
 /// The most recent anomaly of a kind: where, who (when the kernel saw the caller), and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -241,6 +248,19 @@ impl Model {
         failed: &[NetnsId],
         timing: Timing,
     ) -> Vec<(NetnsId, AnomalyKind, String)> {
+        for snapshot in snapshots {
+            let Some(cookie) = snapshot.cookie else {
+                continue;
+            };
+            if let Some(earlier) = self.cookies.insert(snapshot.netns, cookie)
+                && earlier != cookie
+            {
+                // The inode number was freed and given to a new namespace between two
+                // snapshots: nothing of the old one carries over.
+                self.forget_namespace(snapshot.netns);
+                self.retired.insert((snapshot.netns, Some(earlier)));
+            }
+        }
         let mut namespaces: BTreeMap<NetnsId, NamespaceGauges> = snapshots
             .iter()
             .map(|snapshot| {
@@ -294,9 +314,12 @@ impl Model {
             .collect();
         for netns in unseen.intersection(&self.unseen) {
             self.failures.remove(netns);
-            self.retired.insert(*netns);
+            self.retired.insert((*netns, None));
         }
-        self.unseen = unseen.difference(&self.retired).copied().collect();
+        self.unseen = unseen
+            .into_iter()
+            .filter(|netns| !self.retired.contains(&(*netns, None)))
+            .collect();
         self.stats.snapshots += 1;
         self.stats.last_snapshot_seconds = timing.duration_seconds;
         self.stats.snapshot_failures += failed.len() as u64;
@@ -312,7 +335,17 @@ impl Model {
             .retain(|netns, _| alive.contains(netns));
         self.last_anomaly
             .retain(|_, last| alive.contains(&last.netns));
+        self.cookies.retain(|netns, _| alive.contains(netns));
         happened
+    }
+
+    /// Drops the anomaly bookkeeping and counters of a namespace.
+    fn forget_namespace(&mut self, netns: NetnsId) {
+        self.failures.remove(&netns);
+        self.crossings.retain(|known| known != netns);
+        self.port_scans.retain(|known| known != netns);
+        self.previous_connections.remove(&netns);
+        self.last_anomaly.retain(|_, last| last.netns != netns);
     }
 
     /// Checks the latest snapshot against the TCP transitions counted just before and just
@@ -340,7 +373,15 @@ impl Model {
     pub fn apply_kernel_counters(&mut self, counters: &KernelCounters) {
         let mut failures: BTreeMap<NetnsId, BTreeMap<FailureKind, u64>> = BTreeMap::new();
         for (key, count) in &counters.errors {
-            if self.retired.contains(&key.netns) {
+            let current = self.cookies.get(&key.netns);
+            if key.netns_cookie != 0 && current.is_some_and(|cookie| *cookie != key.netns_cookie) {
+                // Counts of an earlier namespace with this inode number.
+                self.retired.insert((key.netns, Some(key.netns_cookie)));
+                continue;
+            }
+            if self.retired.contains(&(key.netns, None))
+                || self.retired.contains(&(key.netns, Some(key.netns_cookie)))
+            {
                 continue;
             }
             if let Some(kind) = FailureKind::from_key(key) {
@@ -502,14 +543,14 @@ impl Model {
 
     /// Namespaces that are gone and whose kernel map entries should now be deleted.
     #[must_use]
-    pub fn retired(&self) -> Vec<NetnsId> {
+    pub fn retired(&self) -> Vec<Retired> {
         self.retired.iter().copied().collect()
     }
 
-    /// Marks the kernel map entries of `netns` as deleted.
-    pub fn forget_retired(&mut self, netns: &[NetnsId]) {
-        for netns in netns {
-            self.retired.remove(netns);
+    /// Marks the kernel map entries of `retired` as deleted.
+    pub fn forget_retired(&mut self, retired: &[Retired]) {
+        for retired in retired {
+            self.retired.remove(retired);
         }
     }
 
@@ -566,6 +607,7 @@ mod tests {
         }
         NamespaceSnapshot {
             netns,
+            cookie: None,
             name: None,
             ports: Some(PortConfig {
                 ephemeral: 40000..=40009,
@@ -578,7 +620,7 @@ mod tests {
     }
 
     fn error(netns: u32, operation: Operation, errno: u16, auto_port: bool) -> ErrorKey {
-        ErrorKey::new(netns, operation, PROTOCOL_TCP, errno, auto_port)
+        ErrorKey::new((netns, 0), operation, PROTOCOL_TCP, errno, auto_port)
     }
 
     #[test]
@@ -679,7 +721,7 @@ mod tests {
         assert_eq!(model.namespaces().count(), 1);
         assert!(model.retired().is_empty());
         model.apply_snapshot(&[snapshot(1, &[])], &[], Timing::default());
-        assert_eq!(model.retired(), [2]);
+        assert_eq!(model.retired(), [(2, None)]);
         assert_eq!(
             model.known_namespaces().into_iter().collect::<Vec<_>>(),
             [1]
@@ -694,8 +736,42 @@ mod tests {
                 .collect::<Vec<_>>(),
             [1]
         );
-        model.forget_retired(&[2]);
+        model.forget_retired(&[(2, None)]);
         assert!(model.retired().is_empty());
+    }
+
+    /// Namespace 1 is deleted and a new one gets its inode number between two snapshots: the
+    /// cookie tells them apart, and the old one's counts are retired, not inherited.
+    #[test]
+    fn a_new_namespace_with_an_old_inode_inherits_nothing() {
+        let mut model = Model::default();
+        let with_cookie = |cookie| NamespaceSnapshot {
+            cookie: Some(cookie),
+            ..snapshot(1, &[])
+        };
+        let failure = |cookie| {
+            let mut key = error(1, Operation::Connect, errno::EADDRNOTAVAIL, true);
+            key.netns_cookie = cookie;
+            key
+        };
+        model.apply_snapshot(&[with_cookie(10)], &[], Timing::default());
+        model.apply_kernel_counters(&KernelCounters {
+            errors: vec![(failure(10), 3)],
+            ..KernelCounters::default()
+        });
+        assert_eq!(model.failures().map(|(_, _, n)| n).sum::<u64>(), 3);
+
+        model.apply_snapshot(&[with_cookie(11)], &[], Timing::default());
+        model.apply_kernel_counters(&KernelCounters {
+            errors: vec![(failure(10), 3), (failure(11), 1)],
+            ..KernelCounters::default()
+        });
+        assert_eq!(
+            model.failures().map(|(_, _, n)| n).sum::<u64>(),
+            1,
+            "only the new namespace's own failure"
+        );
+        assert_eq!(model.retired(), [(1, Some(10))]);
     }
 
     #[test]
@@ -712,6 +788,7 @@ mod tests {
             }
             NamespaceSnapshot {
                 netns: 1,
+                cookie: None,
                 name: None,
                 ports: Some(PortConfig {
                     ephemeral: 40000..=49999,

@@ -10,6 +10,9 @@ use super::{NetnsId, PortConfig, PortRange, Protocol, Settings, SocketTally, Tcp
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NamespaceSnapshot {
     pub netns: NetnsId,
+    /// The namespace's cookie (`SO_NETNS_COOKIE`), which no later namespace shares even when
+    /// it gets the same inode number; `None` where the kernel cannot tell it.
+    pub cookie: Option<u64>,
     /// A name from `/var/run/netns`, when the namespace has one.
     pub name: Option<String>,
     /// `None` when the sysctls could not be read (the reason is logged where it happened).

@@ -100,14 +100,10 @@ fn snapshot_namespace(
             tracing::warn!(netns = id, %error, "cannot read the namespace's port sysctls");
         })
         .ok();
-    let tracked = if bound.is_empty() {
-        &[][..]
-    } else {
-        sock_diag::netns_cookie(&socket)
-            .ok()
-            .and_then(|cookie| bound.get(&cookie))
-            .map_or(&[][..], Vec::as_slice)
-    };
+    let cookie = sock_diag::netns_cookie(&socket).ok();
+    let tracked = cookie
+        .and_then(|cookie| bound.get(&cookie))
+        .map_or(&[][..], Vec::as_slice);
     let watched: HashSet<u64> = tracked.iter().map(|(cookie, _)| *cookie).collect();
     let mut sockets = SocketTally::default();
     let listed = sock_diag::dump_all(&socket, &mut sockets, &watched)?;
@@ -119,6 +115,7 @@ fn snapshot_namespace(
     }
     Ok(NamespaceSnapshot {
         netns: id,
+        cookie,
         name: netns.name.clone(),
         ports,
         sockets,

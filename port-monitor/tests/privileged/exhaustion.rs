@@ -167,8 +167,9 @@ fn fill_the_failure_map(netns: u32) -> usize {
         [Operation::Connect, Operation::Bind]
             .into_iter()
             .flat_map(move |operation| {
-                [(6, false), (6, true), (17, false), (17, true)]
-                    .map(|(protocol, auto)| ErrorKey::new(netns, operation, protocol, errno, auto))
+                [(6, false), (6, true), (17, false), (17, true)].map(|(protocol, auto)| {
+                    ErrorKey::new((netns, 0), operation, protocol, errno, auto)
+                })
             })
     });
     for key in keys

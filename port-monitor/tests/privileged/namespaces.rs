@@ -1,6 +1,9 @@
 //! Namespaces come and go, each with its own port range and reserved ports.
 
-use std::time::Duration;
+use std::{
+    net::{Ipv4Addr, TcpListener, TcpStream},
+    time::Duration,
+};
 
 use crate::{
     ground_truth::wait_snapshots,
@@ -123,4 +126,78 @@ fn privileged_a_deleted_namespace_leaves_no_series() {
         "stale series after deletion:\n{}",
         stale.join("\n")
     );
+}
+
+/// The kernel gives a deleted namespace's inode number to a later one. A namespace made in
+/// its place between two snapshots inherits nothing of the old one: not its failure counts
+/// (kept in the kernel under the same inode number) nor its anomalies. Namespaces are deleted
+/// and made until an inode number comes back.
+#[test]
+fn privileged_a_namespace_reusing_an_inode_starts_from_nothing() {
+    if !privileged("a_namespace_reusing_an_inode_starts_from_nothing") {
+        return;
+    }
+    // A long interval: the old namespace goes and the new one comes between two snapshots.
+    let exporter = Exporter::start_with(&["--snapshot.interval=5s"]);
+    let old = TestNetns::new("reuse");
+    let inode = old.id;
+    old.sysctl("net.ipv4.ip_local_port_range", "40000 40001");
+    let failures = old.run(|| {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 9000)).expect("listen");
+        let held: Vec<_> = (0..2)
+            .map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, 9000)).expect("connect"))
+            .collect();
+        let failed = (0..3)
+            .filter(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, 9000)).is_err())
+            .count();
+        drop((listener, held));
+        failed
+    });
+    assert_eq!(failures, 3);
+    let label = inode.to_string();
+    let exhaustion = [
+        ("netns", label.as_str()),
+        ("protocol", "tcp"),
+        ("operation", "connect"),
+    ];
+    let metrics = exporter.wait_until(Duration::from_secs(15), |m| {
+        m.value("port_monitor_port_exhaustion_total", &exhaustion) == 3.0
+    });
+    assert_eq!(
+        metrics.value("port_monitor_port_exhaustion_total", &exhaustion),
+        3.0
+    );
+    let snapshots = metrics.value("port_monitor_snapshots_total", &[]);
+
+    drop(old);
+    let mut reborn = None;
+    for _ in 0..200 {
+        let candidate = TestNetns::new("reuse");
+        if candidate.id == inode {
+            reborn = Some(candidate);
+            break;
+        }
+        drop(candidate);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let reborn = reborn.expect("the kernel gave the inode number back");
+    // Did it happen between two snapshots? Otherwise the old one was seen gone, the plain
+    // case, and this run proves less.
+    let between = exporter.scrape().value("port_monitor_snapshots_total", &[]) == snapshots;
+    // Two snapshots later the new namespace is known, with its own (empty) record.
+    let metrics = crate::ground_truth::wait_snapshots(&exporter, 2.0);
+    assert!(
+        metrics.text.contains(&format!("netns=\"{label}\"")),
+        "the new namespace is there"
+    );
+    assert_eq!(
+        metrics.value("port_monitor_port_exhaustion_total", &exhaustion),
+        0.0,
+        "the new namespace inherited the old one's failures (swapped between snapshots: \
+         {between}):\n{}",
+        metrics.text
+    );
+    crate::anomalies::assert_anomalies(&metrics, &label, &[]);
+    println!("inode {inode} came back; between two snapshots: {between}");
+    drop(reborn);
 }

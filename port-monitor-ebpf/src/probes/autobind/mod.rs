@@ -29,7 +29,7 @@ fn report_if_udp(sk: *const u8) -> Result<(), Unreadable> {
     }
     let net = kernel::read::<*const u8>(sk, layout.sock_net)?;
     let key = ErrorKey::new(
-        kernel::net_inum(net, &layout)?,
+        kernel::net_identity(net, &layout)?,
         Operation::Autobind,
         PROTOCOL_UDP,
         EAGAIN,

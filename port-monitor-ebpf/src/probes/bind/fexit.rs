@@ -89,6 +89,6 @@ fn on_failed(sk: *const u8, addr: *const u8, ret: i32) -> Result<(), Unreadable>
         clippy::cast_sign_loss,
         reason = "errno < 4096"
     )]
-    super::report(&request, (-ret) as u16, kernel::net_inum(net, &layout)?);
+    super::report(&request, (-ret) as u16, kernel::net_identity(net, &layout)?);
     Ok(())
 }

@@ -19,7 +19,7 @@ use crate::{
 
 /// Counts a failed bind() of `request` in namespace `netns` and sends its record. Runs inside
 /// the bind() call: the current task is the caller.
-fn report(request: &BindRequest, errno: u16, netns: u32) {
+fn report(request: &BindRequest, errno: u16, netns: (u32, u64)) {
     let key = ErrorKey::new(
         netns,
         Operation::Bind,

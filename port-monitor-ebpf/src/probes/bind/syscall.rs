@@ -106,6 +106,6 @@ fn on_bind_failed(request: &BindRequest, ret: i64) -> Result<(), Unreadable> {
         reason = "errno < 4096"
     )]
     let errno = (-ret) as u16;
-    super::report(request, errno, kernel::current_net_inum(&layout())?);
+    super::report(request, errno, kernel::current_net_identity(&layout())?);
     Ok(())
 }

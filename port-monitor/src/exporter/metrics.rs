@@ -139,6 +139,11 @@ pub const EVENTS_LOST: Spec = counter(
     "Records the kernel programs dropped because the ring buffer was full (their counts were still kept).",
     &[],
 );
+pub const EVENTS_UNDECODABLE: Spec = counter(
+    "port_monitor_events_undecodable_total",
+    "Records from the kernel programs that could not be decoded (a daemon and programs of different builds).",
+    &[],
+);
 pub const KERNEL_MAP_FULL: Spec = counter(
     "port_monitor_kernel_map_full_total",
     "Updates the kernel programs could not make because a map was full.",
@@ -186,7 +191,7 @@ pub const BUILD_INFO: Spec = gauge(
 );
 
 /// Every family rendered from the model, in exposition order.
-pub const ALL: [&Spec; 28] = [
+pub const ALL: [&Spec; 29] = [
     &PORTS_IN_USE,
     &SOCKETS,
     &DESTINATION_PORTS_IN_USE,
@@ -206,6 +211,7 @@ pub const ALL: [&Spec; 28] = [
     &TCP_TRANSITIONS,
     &EVENTS,
     &EVENTS_LOST,
+    &EVENTS_UNDECODABLE,
     &KERNEL_MAP_FULL,
     &SNAPSHOTS,
     &SNAPSHOT_FAILURES,
@@ -493,6 +499,7 @@ fn self_metrics<'a>(model: &Model, fixed: &'a Static) -> Vec<Family<'a>> {
         transitions,
         events,
         single(&EVENTS_LOST, stats.events_lost as f64),
+        single(&EVENTS_UNDECODABLE, stats.events_undecodable as f64),
         map_full,
         single(&SNAPSHOTS, stats.snapshots as f64),
         single(&SNAPSHOT_FAILURES, stats.snapshot_failures as f64),
@@ -611,7 +618,7 @@ mod tests {
             &[],
             crate::model::Timing {
                 duration_seconds: 0.5,
-                since_previous_seconds: None,
+                started_seconds: 0.0,
             },
         );
         for bytes in records {
@@ -824,54 +831,9 @@ mod golden {
         busy
     }
 
-    /// A node with two namespaces: a busy one with failed calls, and a quiet named one.
-    fn scenario() -> String {
-        let busy = busy_sockets();
-        let mut quiet = SocketTally::default();
-        quiet.add(&socket(
-            Protocol::Tcp,
-            TcpState::Listen,
-            "[::]:8080",
-            "[::]:0",
-        ));
-        let snapshots = [
-            NamespaceSnapshot {
-                netns: 4_026_532_001,
-                cookie: None,
-                name: None,
-                ports: Some(PortConfig {
-                    ephemeral: 40000..=40009,
-                    reserved: parse_reserved_ports("40009").expect("valid"),
-                    time_wait_reuse: crate::model::TimeWaitReuse::default(),
-                }),
-                sockets: busy,
-                workload: crate::workloads::from_path(
-                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0f5c2a71_3b4d_4e8f_9a10_b2c3d4e5f607.slice/cri-containerd-2d8f5e1b4c3a79e0f6b1d2c3a4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6b.scope",
-                ),
-            },
-            NamespaceSnapshot {
-                netns: 4_026_532_002,
-                cookie: None,
-                name: Some("blue".into()),
-                ports: Some(PortConfig {
-                    ephemeral: 32768..=60999,
-                    reserved: parse_reserved_ports("").expect("valid"),
-                    time_wait_reuse: crate::model::TimeWaitReuse::default(),
-                }),
-                sockets: quiet,
-                workload: crate::workloads::Workload::default(),
-            },
-        ];
-        let mut model = Model::default();
-        let timing = crate::model::Timing {
-            duration_seconds: 0.012,
-            since_previous_seconds: None,
-        };
-        model.apply_snapshot(&snapshots, &[], timing);
-        let mut exhausted = decode::tests::exhausted_connect();
-        exhausted.netns = 4_026_532_001;
-        model.apply_failure(&decode::decode(&decode::tests::record(&exhausted)).expect("fixture"));
-        model.apply_kernel_counters(&KernelCounters {
+    /// The kernel counters of the scenario's busy namespace.
+    fn scenario_counters() -> KernelCounters {
+        KernelCounters {
             errors: vec![
                 (
                     ErrorKey::new(
@@ -918,7 +880,57 @@ mod golden {
             error_keys_dropped: 0,
             port_failure_keys_dropped: 0,
             bound_sockets_dropped: 0,
-        });
+        }
+    }
+
+    /// A node with two namespaces: a busy one with failed calls, and a quiet named one.
+    fn scenario() -> String {
+        let busy = busy_sockets();
+        let mut quiet = SocketTally::default();
+        quiet.add(&socket(
+            Protocol::Tcp,
+            TcpState::Listen,
+            "[::]:8080",
+            "[::]:0",
+        ));
+        let snapshots = [
+            NamespaceSnapshot {
+                netns: 4_026_532_001,
+                cookie: None,
+                name: None,
+                ports: Some(PortConfig {
+                    ephemeral: 40000..=40009,
+                    reserved: parse_reserved_ports("40009").expect("valid"),
+                    time_wait_reuse: crate::model::TimeWaitReuse::default(),
+                }),
+                sockets: busy,
+                workload: crate::workloads::from_path(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0f5c2a71_3b4d_4e8f_9a10_b2c3d4e5f607.slice/cri-containerd-2d8f5e1b4c3a79e0f6b1d2c3a4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6b.scope",
+                ),
+            },
+            NamespaceSnapshot {
+                netns: 4_026_532_002,
+                cookie: None,
+                name: Some("blue".into()),
+                ports: Some(PortConfig {
+                    ephemeral: 32768..=60999,
+                    reserved: parse_reserved_ports("").expect("valid"),
+                    time_wait_reuse: crate::model::TimeWaitReuse::default(),
+                }),
+                sockets: quiet,
+                workload: crate::workloads::Workload::default(),
+            },
+        ];
+        let mut model = Model::default();
+        let timing = crate::model::Timing {
+            duration_seconds: 0.012,
+            started_seconds: 0.0,
+        };
+        model.apply_snapshot(&snapshots, &[], timing);
+        let mut exhausted = decode::tests::exhausted_connect();
+        exhausted.netns = 4_026_532_001;
+        model.apply_failure(&decode::decode(&decode::tests::record(&exhausted)).expect("fixture"));
+        model.apply_kernel_counters(&scenario_counters());
         let fixed = Static {
             hooks: vec![Hook {
                 program: "tcp_state_change",

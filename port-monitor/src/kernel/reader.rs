@@ -65,15 +65,23 @@ pub async fn run(
 
 fn drain(events: &mut RingBuf<MapData>, model: &RwLock<Model>, log: &mut FailureLog) {
     let mut failures = Vec::new();
+    let mut undecodable = 0;
     while let Some(record) = events.next() {
         match decode::decode(&record) {
             Ok(failure) => failures.push(failure),
-            Err(error) => tracing::warn!(%error, "undecodable record from the kernel programs"),
+            Err(error) => {
+                undecodable += 1;
+                log.undecodable(&error);
+            }
         }
     }
-    if failures.is_empty() {
+    if failures.is_empty() && undecodable == 0 {
         return;
     }
+    model
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .count_undecodable(undecodable);
     for failure in &failures {
         log.record(failure);
     }
@@ -114,16 +122,38 @@ fn poll_counters(kernel: &mut Kernel, model: &RwLock<Model>) {
 }
 
 /// Logs failed calls, at most [`FailureLog::PER_SECOND`] lines a second so that a client
-/// failing in a tight loop cannot flood the log; the rest are summarised.
+/// failing in a tight loop cannot flood the log; the rest are summarised. Records that do not
+/// decode (a daemon and programs of different builds) are logged once a minute at most.
 #[derive(Default)]
 struct FailureLog {
     window: Option<Instant>,
     logged: u32,
     suppressed: u64,
+    undecodable_logged: Option<Instant>,
+    undecodable_suppressed: u64,
 }
 
 impl FailureLog {
     const PER_SECOND: u32 = 10;
+    const UNDECODABLE_EVERY: Duration = Duration::from_mins(1);
+
+    fn undecodable(&mut self, error: &decode::DecodeError) {
+        let now = Instant::now();
+        if self
+            .undecodable_logged
+            .is_some_and(|last| now.duration_since(last) < Self::UNDECODABLE_EVERY)
+        {
+            self.undecodable_suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            %error,
+            since_last_line = self.undecodable_suppressed,
+            "undecodable record from the kernel programs (counted in port_monitor_events_undecodable_total)"
+        );
+        self.undecodable_logged = Some(now);
+        self.undecodable_suppressed = 0;
+    }
 
     fn record(&mut self, failure: &Failure) {
         let now = Instant::now();
@@ -134,11 +164,9 @@ impl FailureLog {
             if self.suppressed > 0 {
                 tracing::warn!(suppressed = self.suppressed, "more failed calls not logged");
             }
-            *self = Self {
-                window: Some(now),
-                logged: 0,
-                suppressed: 0,
-            };
+            self.window = Some(now);
+            self.logged = 0;
+            self.suppressed = 0;
         }
         if self.logged >= Self::PER_SECOND {
             self.suppressed += 1;

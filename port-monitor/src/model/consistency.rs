@@ -50,6 +50,11 @@ struct Previous {
 }
 
 impl Consistency {
+    /// Forgets the previous snapshot: the next one only sets the base to compare with.
+    pub fn restart(&mut self) {
+        self.previous = None;
+    }
+
     /// Checks one snapshot: `before` and `after` are the transition counts read just before
     /// and just after its tables. Returns the sockets the transitions could not explain, or
     /// `None` for the first snapshot (nothing to compare with).

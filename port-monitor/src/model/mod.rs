@@ -94,6 +94,8 @@ pub struct SelfStats {
     /// Ring buffer records received, by operation.
     pub events: BTreeMap<Operation, u64>,
     pub events_lost: u64,
+    /// Ring buffer records that did not decode.
+    pub events_undecodable: u64,
     pub error_keys_dropped: u64,
     pub port_failure_keys_dropped: u64,
     pub bound_sockets_dropped: u64,
@@ -136,8 +138,8 @@ pub struct Settings {
 pub struct Timing {
     /// How long reading every namespace took.
     pub duration_seconds: f64,
-    /// Time since the previous snapshot began; `None` for the first.
-    pub since_previous_seconds: Option<f64>,
+    /// When it began, in seconds on a monotonic clock (the daemon's start, say).
+    pub started_seconds: f64,
 }
 
 impl Default for Settings {
@@ -165,8 +167,13 @@ pub struct Model {
     consistency: consistency::Consistency,
     crossings: anomalies::Crossings,
     port_scans: anomalies::PortScans,
-    /// Each namespace's connections at its previous snapshot (hashed 4-tuples).
-    previous_connections: HashMap<NetnsId, HashSet<u64>>,
+    /// Each namespace's connections at its previous snapshot (hashed 4-tuples), and when that
+    /// snapshot began.
+    previous_connections: HashMap<NetnsId, (f64, HashSet<u64>)>,
+    /// Namespaces missing from the latest snapshot but present in the one before: their
+    /// anomaly bookkeeping is kept one more snapshot, as their counters are, so that one
+    /// missed discovery does not count their anomalies again.
+    absent_once: BTreeSet<NetnsId>,
     last_anomaly: BTreeMap<AnomalyKind, Latest>,
 }
 
@@ -275,10 +282,16 @@ impl Model {
                 namespaces.insert(*netns, previous);
             }
         }
+        let absent: BTreeSet<NetnsId> = self
+            .namespaces
+            .keys()
+            .filter(|netns| !namespaces.contains_key(netns))
+            .copied()
+            .collect();
         self.namespaces = namespaces;
         let mut happened = Vec::new();
         for snapshot in snapshots {
-            let churn = self.churn(snapshot, timing.since_previous_seconds);
+            let churn = self.churn(snapshot, timing.started_seconds);
             let Some(gauges) = self.namespaces.get(&snapshot.netns) else {
                 continue;
             };
@@ -328,7 +341,9 @@ impl Model {
             .iter()
             .filter(|snapshot| snapshot.ports.is_none())
             .count();
-        let alive: BTreeSet<NetnsId> = self.known_namespaces();
+        let mut alive: BTreeSet<NetnsId> = self.known_namespaces();
+        alive.extend(&absent);
+        self.absent_once = absent;
         self.crossings.retain(|netns| alive.contains(&netns));
         self.port_scans.retain(|netns| alive.contains(&netns));
         self.previous_connections
@@ -356,6 +371,12 @@ impl Model {
         before: &consistency::Transitions,
         after: consistency::Transitions,
     ) -> Option<u64> {
+        if self.stats.unreadable_namespaces > 0 {
+            // The totals would include the stale gauges of the namespaces not read: no check
+            // this time, and the next compares with a complete snapshot.
+            self.consistency.restart();
+            return None;
+        }
         let mut totals = consistency::Totals::new();
         for gauges in self.namespaces.values() {
             for (protocol, state, count) in gauges.sockets() {
@@ -398,6 +419,11 @@ impl Model {
         self.stats.error_keys_dropped = counters.error_keys_dropped;
         self.stats.port_failure_keys_dropped = counters.port_failure_keys_dropped;
         self.stats.bound_sockets_dropped = counters.bound_sockets_dropped;
+    }
+
+    /// Counts records from the kernel programs that did not decode.
+    pub fn count_undecodable(&mut self, records: u64) {
+        self.stats.events_undecodable += records;
     }
 
     /// Counts a record received from the kernel programs. Returns a port scan it starts,
@@ -449,18 +475,20 @@ impl Model {
     /// Destinations with connections opened and closed since the namespace's previous
     /// snapshot (a `TIME_WAIT` socket whose connection that snapshot did not list) at more
     /// than the churn rate. Remembers this snapshot's connections for the next.
-    fn churn(
-        &mut self,
-        snapshot: &NamespaceSnapshot,
-        since_previous: Option<f64>,
-    ) -> BTreeSet<Destination> {
+    fn churn(&mut self, snapshot: &NamespaceSnapshot, started: f64) -> BTreeSet<Destination> {
         let current = snapshot.sockets.connections().clone();
-        let Some(previous) = self.previous_connections.insert(snapshot.netns, current) else {
+        let Some((then, previous)) = self
+            .previous_connections
+            .insert(snapshot.netns, (started, current))
+        else {
             return BTreeSet::new();
         };
-        let Some(seconds) = since_previous.filter(|seconds| *seconds > 0.0) else {
+        // Since this namespace's own previous read: a read that failed in between makes the
+        // interval longer than the node's.
+        let seconds = started - then;
+        if seconds <= 0.0 {
             return BTreeSet::new();
-        };
+        }
         let mut churned: BTreeMap<Destination, u32> = BTreeMap::new();
         for (destination, tuple) in snapshot.sockets.time_wait() {
             if !previous.contains(tuple) {
@@ -799,12 +827,12 @@ mod tests {
                 workload: crate::workloads::Workload::default(),
             }
         };
-        let second = Timing {
+        let at = |seconds| Timing {
             duration_seconds: 0.0,
-            since_previous_seconds: Some(1.0),
+            started_seconds: seconds,
         };
         let long_lived = (TcpState::Established, "10.0.0.2:40000", "10.0.0.1:443");
-        model.apply_snapshot(&[namespace(&[long_lived])], &[], Timing::default());
+        model.apply_snapshot(&[namespace(&[long_lived])], &[], at(0.0));
         // The long-lived one closed (its TIME_WAIT was listed before as established): not
         // churn. Two new ones to :443 opened and closed within the second: 2/s, not above 2.
         let quiet = namespace(&[
@@ -812,7 +840,7 @@ mod tests {
             (TcpState::TimeWait, "10.0.0.2:40001", "10.0.0.1:443"),
             (TcpState::TimeWait, "10.0.0.2:40002", "10.0.0.1:443"),
         ]);
-        let happened = model.apply_snapshot(&[quiet], &[], second);
+        let happened = model.apply_snapshot(&[quiet], &[], at(1.0));
         assert!(happened.is_empty(), "{happened:?}");
         // Three new ones to :80 within the next second: above 2/s.
         let busy = namespace(&[
@@ -820,10 +848,92 @@ mod tests {
             (TcpState::TimeWait, "10.0.0.2:40004", "10.0.0.1:80"),
             (TcpState::TimeWait, "10.0.0.2:40005", "10.0.0.1:80"),
         ]);
-        let happened = model.apply_snapshot(&[busy], &[], second);
+        let happened = model.apply_snapshot(&[busy], &[], at(2.0));
         assert_eq!(happened.len(), 1, "{happened:?}");
         assert_eq!(happened[0].1, AnomalyKind::ConnectionChurn);
         assert_eq!(model.anomalies()[&(1, AnomalyKind::ConnectionChurn)], 1);
+    }
+
+    /// A namespace whose read failed in between: its churn is over the two intervals since
+    /// its own previous read, not over one.
+    #[test]
+    fn churn_after_a_failed_read_is_over_the_real_interval() {
+        let settings = Settings {
+            churn_per_second: 2.0,
+            ..Settings::default()
+        };
+        let mut model = Model::new(settings);
+        let at = |seconds| Timing {
+            duration_seconds: 0.0,
+            started_seconds: seconds,
+        };
+        let time_wait = |ports: std::ops::Range<u16>| {
+            let mut snapshot = snapshot(1, &[]);
+            for port in ports {
+                snapshot.sockets.add(&sockets::socket(
+                    Protocol::Tcp,
+                    TcpState::TimeWait,
+                    &format!("10.0.0.2:{port}"),
+                    "10.0.0.1:80",
+                ));
+            }
+            snapshot
+        };
+        model.apply_snapshot(&[time_wait(40000..40000)], &[], at(0.0));
+        model.apply_snapshot(&[], &[1], at(1.0));
+        // Three connections in the two seconds since its last read: 1.5/s, not churn.
+        let happened = model.apply_snapshot(&[time_wait(40000..40003)], &[], at(2.0));
+        assert!(happened.is_empty(), "{happened:?}");
+    }
+
+    /// A namespace missing from one snapshot (a discovery that missed it) and back in the
+    /// next keeps its anomaly bookkeeping: a condition that lasted is not counted again.
+    #[test]
+    fn a_namespace_missing_once_is_not_counted_again() {
+        let mut model = Model::default();
+        let listener = || snapshot(1, &[(TcpState::Listen, 40005)]);
+        model.apply_snapshot(&[listener()], &[], Timing::default());
+        let key = (1, AnomalyKind::ListenerInEphemeralRange);
+        assert_eq!(model.anomalies()[&key], 1);
+        model.apply_snapshot(&[], &[], Timing::default());
+        model.apply_snapshot(&[listener()], &[], Timing::default());
+        assert_eq!(
+            model.anomalies()[&key],
+            1,
+            "the same listener, counted once"
+        );
+    }
+
+    /// A snapshot that could not read every namespace counts no correction: its totals would
+    /// hold the stale gauges of those it missed.
+    #[test]
+    fn an_incomplete_snapshot_is_not_checked_against_transitions() {
+        let mut model = Model::default();
+        let transitions = consistency::Transitions::new();
+        let listening = || snapshot(1, &[(TcpState::Listen, 80)]);
+        model.apply_snapshot(&[listening(), snapshot(2, &[])], &[], Timing::default());
+        assert_eq!(
+            model.check_transitions(&transitions, transitions.clone()),
+            None
+        );
+        // Namespace 1 unreadable: its stale listener would otherwise be compared with
+        // transitions that say nothing of it.
+        model.apply_snapshot(&[snapshot(2, &[])], &[1], Timing::default());
+        assert_eq!(
+            model.check_transitions(&transitions, transitions.clone()),
+            None
+        );
+        model.apply_snapshot(&[listening(), snapshot(2, &[])], &[], Timing::default());
+        assert_eq!(
+            model.check_transitions(&transitions, transitions.clone()),
+            None,
+            "the comparison starts again from a complete snapshot"
+        );
+        model.apply_snapshot(&[listening(), snapshot(2, &[])], &[], Timing::default());
+        assert_eq!(
+            model.check_transitions(&transitions, transitions.clone()),
+            Some(0)
+        );
     }
 
     #[test]

@@ -169,7 +169,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("snapshot".into())
         .spawn(move || {
-            let mut previous_start = None;
+            let clock = Instant::now();
             loop {
                 let started = Instant::now();
                 let before = read_transitions(&transitions);
@@ -178,10 +178,8 @@ pub fn spawn(
                 let mut model = model.write().unwrap_or_else(PoisonError::into_inner);
                 let timing = Timing {
                     duration_seconds: snapshot.duration.as_secs_f64(),
-                    since_previous_seconds: previous_start
-                        .map(|start: Instant| started.duration_since(start).as_secs_f64()),
+                    started_seconds: started.duration_since(clock).as_secs_f64(),
                 };
-                previous_start = Some(started);
                 let anomalies =
                     model.apply_snapshot(&snapshot.namespaces, &snapshot.failed, timing);
                 for (netns, kind, subject) in anomalies {

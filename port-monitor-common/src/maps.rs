@@ -17,9 +17,11 @@ pub const COUNTERS: &str = "COUNTERS";
 /// Per-CPU array of TCP state transition counts, indexed by [`transition_index`].
 pub const TCP_TRANSITIONS: &str = "TCP_TRANSITIONS";
 
-/// Hash of socket cookie to [`BoundSocket`]: TCP sockets given a port by `bind()`, until
-/// they are released. Only on kernels whose `sock_diag` does not list bound-but-idle TCP
-/// sockets (before Linux 6.7, which added `TCP_BOUND_INACTIVE`).
+/// Hash of socket cookie to [`BoundSocket`]: TCP sockets given a port by `bind()`, the ports
+/// `connect()` skips for every destination, whether the socket stays idle (which `sock_diag`
+/// does not list before Linux 6.7) or connects (bind before connect). Entries go when the
+/// socket is released (the `sock_release` program, before 6.7) or when a snapshot no longer
+/// lists it (from 6.7, where every bound socket is listed).
 pub const BOUND_SOCKETS: &str = "BOUND_SOCKETS";
 
 /// Capacity of [`BOUND_SOCKETS`]. Bound-but-idle sockets are few, but every socket that
@@ -94,21 +96,26 @@ impl ErrorKey {
     }
 }
 
-/// Value of [`BOUND_SOCKETS`]: where a TCP socket is bound. 32 bytes, explicit padding.
+/// Value of [`BOUND_SOCKETS`]: where a TCP socket is bound, and who bound it. 56 bytes, no
+/// padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BoundSocket {
     /// The socket's network namespace, as `bpf_get_netns_cookie` and `SO_NETNS_COOKIE` give
     /// it (cgroup socket programs cannot read the namespace's inode number).
     pub netns_cookie: u64,
+    /// The cgroup v2 id of the process that called `bind()`; 0 when unknown.
+    pub cgroup_id: u64,
     /// Local address: IPv4 in the first 4 bytes, or IPv6; network byte order.
     pub addr: [u8; 16],
+    /// The `comm` of the thread that called `bind()`, NUL-padded; empty when unknown.
+    pub comm: [u8; 16],
+    /// The process that called `bind()`; 0 when unknown (a socket found at start-up).
+    pub tgid: u32,
     /// `AF_INET` or `AF_INET6`.
     pub family: u16,
     /// Local port, host byte order.
     pub port: u16,
-    /// Explicit padding, always zero.
-    pub padding: [u8; 4],
 }
 
 impl ErrorKey {
@@ -176,7 +183,10 @@ mod tests {
 
     #[test]
     fn bound_socket_has_no_padding() {
-        assert_eq!(core::mem::size_of::<BoundSocket>(), 8 + 16 + 2 + 2 + 4);
+        assert_eq!(
+            core::mem::size_of::<BoundSocket>(),
+            8 + 8 + 16 + 16 + 4 + 2 + 2
+        );
     }
 
     #[test]

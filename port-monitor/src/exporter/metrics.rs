@@ -89,6 +89,11 @@ pub const EPHEMERAL_PORTS_CAPACITY: Spec = gauge(
     "Ports the kernel can hand out automatically: the ephemeral range minus reserved ports.",
     &["netns"],
 );
+pub const BIND_BEFORE_CONNECT: Spec = gauge(
+    "port_monitor_bind_before_connect_sockets",
+    "Connected TCP sockets whose local port came from bind(): each port is lost to every destination; only namespaces that have some.",
+    &["netns"],
+);
 pub const NAMESPACE_INFO: Spec = gauge(
     "port_monitor_namespace_info",
     "A network namespace with its name under /var/run/netns (empty when it has none).",
@@ -191,7 +196,7 @@ pub const BUILD_INFO: Spec = gauge(
 );
 
 /// Every family rendered from the model, in exposition order.
-pub const ALL: [&Spec; 29] = [
+pub const ALL: [&Spec; 30] = [
     &PORTS_IN_USE,
     &SOCKETS,
     &DESTINATION_PORTS_IN_USE,
@@ -201,6 +206,7 @@ pub const ALL: [&Spec; 29] = [
     &EPHEMERAL_RANGE_MAX,
     &EPHEMERAL_PORTS_RESERVED,
     &EPHEMERAL_PORTS_CAPACITY,
+    &BIND_BEFORE_CONNECT,
     &NAMESPACE_INFO,
     &NETNS_WORKLOAD_INFO,
     &CONNECT_ERRORS,
@@ -301,7 +307,7 @@ pub fn render(model: &Model, fixed: &Static) -> Vec<MetricFamily> {
 }
 
 #[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
-fn namespace_gauges(model: &Model) -> [Family<'static>; 11] {
+fn namespace_gauges(model: &Model) -> [Family<'static>; 12] {
     let mut ports = Family::new(&PORTS_IN_USE);
     let mut sockets = Family::new(&SOCKETS);
     let mut destination_ports = Family::new(&DESTINATION_PORTS_IN_USE);
@@ -311,6 +317,7 @@ fn namespace_gauges(model: &Model) -> [Family<'static>; 11] {
     let mut range_max = Family::new(&EPHEMERAL_RANGE_MAX);
     let mut reserved = Family::new(&EPHEMERAL_PORTS_RESERVED);
     let mut capacity = Family::new(&EPHEMERAL_PORTS_CAPACITY);
+    let mut bound_connections = Family::new(&BIND_BEFORE_CONNECT);
     let mut info = Family::new(&NAMESPACE_INFO);
     let mut workloads = Family::new(&NETNS_WORKLOAD_INFO);
     for (netns, gauges) in model.namespaces() {
@@ -329,6 +336,9 @@ fn namespace_gauges(model: &Model) -> [Family<'static>; 11] {
             range_max.add(&[&netns], f64::from(range.max));
             reserved.add(&[&netns], f64::from(range.reserved));
             capacity.add(&[&netns], f64::from(range.capacity));
+        }
+        if gauges.bound_connections > 0 {
+            bound_connections.add(&[&netns], gauges.bound_connections as f64);
         }
         info.add(&[&netns, gauges.name.as_deref().unwrap_or("")], 1.0);
         let workload = &gauges.workload;
@@ -370,6 +380,7 @@ fn namespace_gauges(model: &Model) -> [Family<'static>; 11] {
         range_max,
         reserved,
         capacity,
+        bound_connections,
         info,
         workloads,
     ]
@@ -822,6 +833,20 @@ mod golden {
             "10.0.0.2:40000",
             "10.0.0.3:5432",
         ));
+        // A port bound, then connected: lost to every destination.
+        busy.add(&crate::model::Socket {
+            binder: Some(crate::model::Binder {
+                tgid: 4343,
+                comm: *b"haproxy\0\0\0\0\0\0\0\0\0",
+                cgroup_id: 78,
+            }),
+            ..socket(
+                Protocol::Tcp,
+                TcpState::Established,
+                "10.0.0.2:40008",
+                "10.0.0.4:80",
+            )
+        });
         busy.add(&socket(
             Protocol::Udp,
             TcpState::Close,

@@ -104,7 +104,8 @@ const TCP_STATE_FACTS: &str = "TCP state transitions; connect() failures: out of
                                (EADDRNOTAVAIL), refused, timed out, unreachable";
 const BIND_FACTS: &str = "bind() errno (EADDRINUSE, EACCES, ...)";
 const AUTOBIND_FACTS: &str = "UDP autobind out of ports (EAGAIN on a UDP socket without a port)";
-const BOUND_SOCKETS_FACTS: &str = "TCP ports held by bind() alone (not in sock_diag before 6.7)";
+const BOUND_SOCKETS_FACTS: &str =
+    "TCP ports held by bind(): bind before connect; idle ones (not in sock_diag before 6.7)";
 
 /// What the running kernel and system offer, found before attaching.
 pub struct Environment<'a> {
@@ -124,7 +125,7 @@ pub struct Environment<'a> {
 pub struct Attached {
     pub hooks: Vec<Hook>,
     pub unavailable: Vec<Unavailable>,
-    /// The bound-socket programs are attached: the snapshot adds their sockets.
+    /// The bound-socket programs are attached: the snapshot matches their sockets.
     pub tracks_bound_sockets: bool,
 }
 
@@ -189,10 +190,8 @@ pub fn attach_all(
         );
         attached.collector(AUTOBIND_UNAVAILABLE, hooks);
     }
-    if !env.lists_bound_sockets {
-        let hooks = with_rollback(ebpf, |ebpf| attach_bound_sockets(ebpf, env));
-        attached.tracks_bound_sockets = attached.collector(BOUND_SOCKETS_UNAVAILABLE, hooks);
-    }
+    let hooks = with_rollback(ebpf, |ebpf| attach_bound_sockets(ebpf, env));
+    attached.tracks_bound_sockets = attached.collector(BOUND_SOCKETS_UNAVAILABLE, hooks);
     Ok(attached)
 }
 
@@ -425,34 +424,34 @@ fn attach_syscall_exit(
     Ok(hook)
 }
 
-/// `post_bind4`/`post_bind6` and `sock_release` on the cgroup v2 root.
+/// `post_bind4`/`post_bind6` on the cgroup v2 root, and `sock_release` where the socket
+/// tables do not list bound sockets (before 6.7): from 6.7 the snapshot forgets what its
+/// dumps no longer list, and no program runs on every close.
 fn attach_bound_sockets(ebpf: &mut Ebpf, env: &Environment) -> Result<Vec<Hook>, KernelError> {
     let root = env.cgroup_root.clone()?;
     let cgroup = open_cgroup(&root)?;
-    [
-        ("bound4", "post_bind4"),
-        ("bound6", "post_bind6"),
-        ("released", "sock_release"),
-    ]
-    .into_iter()
-    .map(|(name, attach_type)| {
-        let hook = Hook {
-            program: name,
-            attach_point: format!("cgroup/{attach_type} on {}", root.display()),
-            facts: BOUND_SOCKETS_FACTS,
-        };
-        let program: &mut CgroupSock = program_mut(ebpf, hook.program)?;
-        program
-            .load()
-            .and_then(|()| {
-                program
-                    .attach(cgroup.as_fd(), CgroupAttachMode::default())
-                    .map(drop)
-            })
-            .map_err(program_error(&hook))?;
-        Ok(hook)
-    })
-    .collect()
+    let release = (!env.lists_bound_sockets).then_some(("released", "sock_release"));
+    [("bound4", "post_bind4"), ("bound6", "post_bind6")]
+        .into_iter()
+        .chain(release)
+        .map(|(name, attach_type)| {
+            let hook = Hook {
+                program: name,
+                attach_point: format!("cgroup/{attach_type} on {}", root.display()),
+                facts: BOUND_SOCKETS_FACTS,
+            };
+            let program: &mut CgroupSock = program_mut(ebpf, hook.program)?;
+            program
+                .load()
+                .and_then(|()| {
+                    program
+                        .attach(cgroup.as_fd(), CgroupAttachMode::default())
+                        .map(drop)
+                })
+                .map_err(program_error(&hook))?;
+            Ok(hook)
+        })
+        .collect()
 }
 
 fn open_cgroup(root: &Path) -> Result<File, KernelError> {

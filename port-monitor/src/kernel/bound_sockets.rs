@@ -1,14 +1,15 @@
-//! TCP sockets that hold a port by `bind()` alone, on kernels whose `sock_diag` does not list
-//! them (before 6.7). The kernel programs (`probes/bound_sockets.rs`) record each socket that
-//! `bind()` gives a port from the moment they are attached; [`seed`] adds the ones bound
-//! before, found once at start-up among the processes' open files.
+//! TCP sockets whose port came from `bind()`: `connect()` skips those ports for every
+//! destination. The kernel programs (`probes/bound_sockets.rs`) record each socket that
+//! `bind()` gives a port from the moment they are attached, with who bound it; before 6.7,
+//! where `sock_diag` does not list the idle ones, [`seed`] adds those bound before, found once
+//! at start-up among the processes' open files.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
     path::Path,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
@@ -19,22 +20,45 @@ pub type BoundSocketMap = BpfHashMap<MapData, u64, BoundSocket>;
 
 /// A handle on the bound sockets for the snapshot thread.
 #[derive(Clone)]
-pub struct BoundSocketReader(pub(super) Arc<BoundSocketMap>);
+pub struct BoundSocketReader {
+    pub(super) map: Arc<Mutex<BoundSocketMap>>,
+    /// The socket tables list every bound socket (Linux >= 6.7): what a complete snapshot
+    /// does not list is gone, and no `sock_release` program removes it.
+    pub(super) tables_list_them: bool,
+}
+
+/// The tracked sockets of one namespace, by socket cookie.
+pub type Tracked = HashMap<u64, BoundSocket>;
 
 impl BoundSocketReader {
-    /// Every tracked socket, by network namespace cookie: socket cookie and where it is bound.
-    /// Entries of sockets released while the map is read may be missing or extra; the next
-    /// snapshot corrects them.
+    /// Every tracked socket, by network namespace cookie. Entries of sockets released while
+    /// the map is read may be missing or extra; the next snapshot corrects them.
     #[must_use]
-    pub fn read(&self) -> HashMap<u64, Vec<(u64, BoundSocket)>> {
-        let mut by_netns: HashMap<u64, Vec<(u64, BoundSocket)>> = HashMap::new();
-        for (cookie, bound) in self.0.iter().filter_map(Result::ok) {
+    pub fn read(&self) -> HashMap<u64, Tracked> {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut by_netns: HashMap<u64, Tracked> = HashMap::new();
+        for (cookie, bound) in map.iter().filter_map(Result::ok) {
             by_netns
                 .entry(bound.netns_cookie)
                 .or_default()
-                .push((cookie, bound));
+                .insert(cookie, bound);
         }
         by_netns
+    }
+
+    /// Whether the socket tables list every bound socket, idle ones included.
+    #[must_use]
+    pub const fn tables_list_them(&self) -> bool {
+        self.tables_list_them
+    }
+
+    /// Forgets sockets that a complete snapshot did not list: gone, where the tables list
+    /// every bound socket. Returns how many were removed.
+    pub fn forget(&self, gone: &HashSet<u64>) -> usize {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        gone.iter()
+            .filter(|cookie| map.remove(cookie).is_ok())
+            .count()
     }
 }
 
@@ -102,10 +126,13 @@ fn inspect(socket: &OwnedFd) -> Option<(u64, BoundSocket)> {
         let bound = BoundSocket {
             netns_cookie: getsockopt::<u64>(fd, libc::SOL_SOCKET, libc::SO_NETNS_COOKIE)
                 .unwrap_or(0),
+            // Who bound it is not known any more: the file may have changed hands.
+            cgroup_id: 0,
             addr,
+            comm: [0; 16],
+            tgid: 0,
             family,
             port,
-            padding: [0; 4],
         };
         getsockopt::<u64>(fd, libc::SOL_SOCKET, SO_COOKIE).map(|cookie| (cookie, bound))
     })?

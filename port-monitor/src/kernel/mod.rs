@@ -123,7 +123,7 @@ pub struct Kernel {
     /// The failure maps: port failures, then the others (keys never overlap).
     errors: [(&'static str, PerCpuHashMap<MapData, ErrorKey, u64>); 2],
     transitions: TransitionReader,
-    bound_sockets: Option<Arc<bound_sockets::BoundSocketMap>>,
+    bound_sockets: Option<BoundSocketReader>,
     counters: PerCpuArray<MapData, u64>,
 }
 
@@ -189,10 +189,13 @@ impl Kernel {
                 .map_err(map_error(maps::TCP_TRANSITIONS))?,
         ));
         let bound_sockets = if attached.tracks_bound_sockets {
-            Some(Arc::new(
-                BpfHashMap::try_from(take_map(&mut ebpf, maps::BOUND_SOCKETS)?)
-                    .map_err(map_error(maps::BOUND_SOCKETS))?,
-            ))
+            Some(BoundSocketReader {
+                map: Arc::new(std::sync::Mutex::new(
+                    BpfHashMap::try_from(take_map(&mut ebpf, maps::BOUND_SOCKETS)?)
+                        .map_err(map_error(maps::BOUND_SOCKETS))?,
+                )),
+                tables_list_them: env.lists_bound_sockets,
+            })
         } else {
             None
         };
@@ -213,19 +216,25 @@ impl Kernel {
         ))
     }
 
-    /// A handle on the sockets bound by `bind()` alone, when this kernel's `sock_diag` does not
-    /// list them and the programs that track them are attached.
+    /// A handle on the sockets whose port came from `bind()`, when the programs that track
+    /// them are attached.
     #[must_use]
     pub fn bound_sockets(&self) -> Option<BoundSocketReader> {
-        self.bound_sockets.clone().map(BoundSocketReader)
+        self.bound_sockets.clone()
     }
 
     /// Adds the sockets bound before the programs were attached, found among the open files
     /// of the processes under `procfs` (see [`bound_sockets::seed`]). Call it once, before
     /// handing out readers; does nothing where the kernel's tables list bound sockets.
     pub fn seed_bound_sockets(&mut self, procfs: &Path) {
-        if let Some(map) = self.bound_sockets.as_mut().and_then(Arc::get_mut) {
-            let added = bound_sockets::seed(map, procfs);
+        if let Some(reader) = &self.bound_sockets
+            && !reader.tables_list_them
+        {
+            let mut map = reader
+                .map
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let added = bound_sockets::seed(&mut map, procfs);
             tracing::info!(added, "bound-but-idle TCP sockets from before start-up");
         }
     }

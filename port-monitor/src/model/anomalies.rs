@@ -32,10 +32,14 @@ pub enum AnomalyKind {
     /// One cgroup's connections were refused too often, or on too many distinct ports,
     /// within `anomalies.port_scan_window_seconds`.
     PortScan,
+    /// A process gave a socket a port with `bind()` and then connected it: the port is lost
+    /// to every destination (`IP_BIND_ADDRESS_NO_PORT` lets the kernel choose it at connect
+    /// time instead). Counted once per process that starts doing it.
+    BindBeforeConnect,
 }
 
 impl AnomalyKind {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::PortExhaustion,
         Self::NearExhaustion,
         Self::BindConflict,
@@ -43,6 +47,7 @@ impl AnomalyKind {
         Self::TimeWaitAccumulation,
         Self::ConnectionChurn,
         Self::PortScan,
+        Self::BindBeforeConnect,
     ];
 
     #[must_use]
@@ -55,6 +60,7 @@ impl AnomalyKind {
             Self::TimeWaitAccumulation => "time_wait_accumulation",
             Self::ConnectionChurn => "connection_churn",
             Self::PortScan => "port_scan",
+            Self::BindBeforeConnect => "bind_before_connect",
         }
     }
 }
@@ -66,6 +72,9 @@ pub struct Conditions {
     pub time_wait_accumulation: BTreeSet<Destination>,
     pub connection_churn: BTreeSet<Destination>,
     pub listeners_in_ephemeral_range: BTreeSet<u16>,
+    /// Processes (by tgid) with connected sockets whose port came from `bind()`, and what
+    /// each is, for the log.
+    pub bind_before_connect: BTreeMap<u32, String>,
 }
 
 /// Snapshot-derived anomaly counts, and the conditions seen last time (to count crossings).
@@ -104,6 +113,14 @@ impl Crossings {
             now.connection_churn
                 .difference(&previous.connection_churn)
                 .map(describe)
+                .collect(),
+        );
+        count(
+            AnomalyKind::BindBeforeConnect,
+            now.bind_before_connect
+                .iter()
+                .filter(|(tgid, _)| !previous.bind_before_connect.contains_key(tgid))
+                .map(|(_, what)| what.clone())
                 .collect(),
         );
         count(

@@ -30,7 +30,7 @@ pub use self::{
     failures::{Caller, Failure, FailureKind},
     namespace::{EphemeralRange, NamespaceGauges, NamespaceSnapshot},
     ports::{PortConfig, PortRange, PortSet, TimeWaitReuse},
-    sockets::{Destination, Socket, SocketTally, TcpState},
+    sockets::{Binder, BoundConnection, Destination, Socket, SocketTally, TcpState},
 };
 
 /// A network namespace, by the inode number of its `/proc/<pid>/ns/net`.
@@ -177,6 +177,16 @@ pub struct Model {
     last_anomaly: BTreeMap<AnomalyKind, Latest>,
 }
 
+/// What a bound-then-connected socket is about: its port and where it went.
+fn describe_bound(bound: &BoundConnection) -> String {
+    format!(
+        "port {} bound by {} before connecting to {}",
+        bound.local.port(),
+        bound.binder.comm(),
+        bound.remote
+    )
+}
+
 /// Kernel counters to delete: a namespace's, or only those of one cookie (`Some`) under that
 /// inode number.
 pub type Retired = (NetnsId, Option<u64>);
@@ -299,18 +309,7 @@ impl Model {
                 connection_churn: churn,
                 ..self.conditions(snapshot, gauges)
             };
-            for (kind, subject) in self.crossings.update(snapshot.netns, conditions) {
-                self.last_anomaly.insert(
-                    kind,
-                    Latest {
-                        netns: snapshot.netns,
-                        caller: None,
-                        cgroup_id: None,
-                        subject: Subject::Described(subject.clone()),
-                    },
-                );
-                happened.push((snapshot.netns, kind, subject));
-            }
+            happened.extend(self.count_crossings(snapshot, conditions));
         }
         let seen: BTreeSet<NetnsId> = snapshots
             .iter()
@@ -351,6 +350,45 @@ impl Model {
         self.last_anomaly
             .retain(|_, last| alive.contains(&last.netns));
         self.cookies.retain(|netns, _| alive.contains(netns));
+        happened
+    }
+
+    /// Counts the conditions a namespace's snapshot shows starting, and remembers the latest of
+    /// each kind; returns them, for the log.
+    fn count_crossings(
+        &mut self,
+        snapshot: &NamespaceSnapshot,
+        conditions: anomalies::Conditions,
+    ) -> Vec<(NetnsId, AnomalyKind, String)> {
+        let mut happened = Vec::new();
+        for (kind, subject) in self.crossings.update(snapshot.netns, conditions) {
+            // Bind before connect names the process the bind hook saw.
+            let binder = (kind == AnomalyKind::BindBeforeConnect)
+                .then(|| {
+                    let (_, by_process) = snapshot.sockets.bound_connections();
+                    by_process
+                        .values()
+                        .find(|bound| describe_bound(bound) == subject)
+                        .map(|bound| bound.binder)
+                })
+                .flatten();
+            self.last_anomaly.insert(
+                kind,
+                Latest {
+                    netns: snapshot.netns,
+                    caller: binder
+                        .filter(|binder| binder.tgid != 0)
+                        .map(|binder| Caller {
+                            tgid: binder.tgid,
+                            pid: binder.tgid,
+                            comm: binder.comm(),
+                        }),
+                    cgroup_id: binder.map(|binder| binder.cgroup_id).filter(|id| *id != 0),
+                    subject: Subject::Described(subject.clone()),
+                },
+            );
+            happened.push((snapshot.netns, kind, subject));
+        }
         happened
     }
 
@@ -529,6 +567,13 @@ impl Model {
                 .listening()
                 .iter()
                 .filter(|port| ports.ephemeral.contains(port) && !ports.reserved.contains(*port))
+                .collect(),
+            bind_before_connect: snapshot
+                .sockets
+                .bound_connections()
+                .1
+                .iter()
+                .map(|(tgid, bound)| (*tgid, describe_bound(bound)))
                 .collect(),
         }
     }

@@ -31,6 +31,8 @@ pub struct NamespaceGauges {
     pub ephemeral: Option<EphemeralRange>,
     /// Per-destination and per-address use of the ephemeral range; empty when unreadable.
     pub headroom: headroom::Headroom,
+    /// Connected TCP sockets whose port came from `bind()`.
+    pub bound_connections: u64,
     sockets: BTreeMap<(Protocol, TcpState), u64>,
     ports_in_use: BTreeMap<(Protocol, PortRange), u32>,
 }
@@ -77,6 +79,7 @@ impl NamespaceGauges {
                     headroom::headroom(&snapshot.sockets, ports, top)
                 })
                 .unwrap_or_default(),
+            bound_connections: snapshot.sockets.bound_connections().0,
             name: snapshot.name.clone(),
             workload: snapshot.workload.clone(),
             ephemeral: snapshot.ports.as_ref().map(|config| EphemeralRange {

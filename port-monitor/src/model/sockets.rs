@@ -131,6 +131,38 @@ pub struct Socket {
     pub remote: SocketAddr,
     /// Time until the socket's timer fires; for a `TIME_WAIT` socket, until it goes away.
     pub timer: Duration,
+    /// Who gave the socket its port with `bind()`, when a TCP socket did (the kernel
+    /// programs saw it); `None` otherwise.
+    pub binder: Option<Binder>,
+}
+
+/// The process that bound a socket, as the kernel saw it in `bind()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binder {
+    /// 0 when unknown (a socket found at start-up).
+    pub tgid: u32,
+    /// The thread's `comm`, NUL-padded.
+    pub comm: [u8; 16],
+    /// 0 when unknown.
+    pub cgroup_id: u64,
+}
+
+impl Binder {
+    /// The `comm` as text.
+    #[must_use]
+    pub fn comm(&self) -> String {
+        let end = self.comm.iter().position(|byte| *byte == 0).unwrap_or(16);
+        String::from_utf8_lossy(&self.comm[..end]).into_owned()
+    }
+}
+
+/// A connected TCP socket whose port came from `bind()`: the port is lost to every
+/// destination (`__inet_hash_connect` skips ports of bind buckets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoundConnection {
+    pub binder: Binder,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
 }
 
 /// Where TCP connections go: Linux lets `connect()` reuse a local port toward different
@@ -186,6 +218,11 @@ pub struct SocketTally {
     connections: HashSet<u64>,
     /// `TIME_WAIT` sockets: their destination and hashed 4-tuple.
     time_wait: Vec<(Destination, u64)>,
+    /// Connected TCP sockets whose port came from `bind()`, by the process that bound them
+    /// (the latest seen of each).
+    bound_connections: HashMap<u32, BoundConnection>,
+    /// How many connected TCP sockets got their port from `bind()`.
+    bound_connection_count: u64,
 }
 
 impl SocketTally {
@@ -212,6 +249,22 @@ impl SocketTally {
             // Request sockets and accepted connections share their listener's port; the
             // tables list listeners first, so most are skipped here already.
             (Protocol::Tcp, TcpState::SynRecv | TcpState::NewSynRecv) => {}
+            // Bound, then connected: a port lost to every destination, as a listener's is.
+            (Protocol::Tcp, _) if socket.remote.port() != 0 && socket.binder.is_some() => {
+                self.bound_tcp.insert(port);
+                self.connections.insert(four_tuple(socket));
+                self.bound_connection_count += 1;
+                if let Some(binder) = socket.binder {
+                    self.bound_connections.insert(
+                        binder.tgid,
+                        BoundConnection {
+                            binder,
+                            local: socket.local,
+                            remote: socket.remote,
+                        },
+                    );
+                }
+            }
             (Protocol::Tcp, state)
                 if socket.remote.port() != 0 && !self.bound_tcp.contains(port) =>
             {
@@ -265,6 +318,12 @@ impl SocketTally {
         self.destinations.iter()
     }
 
+    /// Connected TCP sockets whose port came from `bind()`: how many, and by process.
+    #[must_use]
+    pub fn bound_connections(&self) -> (u64, &HashMap<u32, BoundConnection>) {
+        (self.bound_connection_count, &self.bound_connections)
+    }
+
     /// Hashed 4-tuples of the connected TCP sockets.
     #[must_use]
     pub fn connections(&self) -> &HashSet<u64> {
@@ -293,6 +352,7 @@ pub(crate) fn socket(protocol: Protocol, state: TcpState, local: &str, remote: &
         local: local.parse().expect("address"),
         remote: remote.parse().expect("address"),
         timer: Duration::ZERO,
+        binder: None,
     }
 }
 

@@ -19,7 +19,7 @@ use std::{
 use port_monitor_common::{FAMILY_INET6, maps::BoundSocket};
 
 use crate::{
-    kernel::{BoundSocketReader, TransitionReader},
+    kernel::{BoundSocketReader, TransitionReader, bound_sockets::Tracked},
     model::{
         self, Model, NamespaceSnapshot, NetnsId, Protocol, SocketTally, TcpState, Timing,
         consistency::Transitions,
@@ -55,8 +55,9 @@ pub struct NodeSnapshot {
     pub duration: Duration,
 }
 
-/// Discovers the namespaces under `proc` and snapshots each. `bound_sockets` adds the TCP
-/// sockets held by `bind()` alone where the kernel's tables do not list them (before 6.7).
+/// Discovers the namespaces under `proc` and snapshots each. `bound_sockets` tells which TCP
+/// sockets got their port from `bind()` (charged to every destination), and adds the idle
+/// ones where the kernel's tables do not list them (before 6.7).
 #[must_use]
 pub fn snapshot_node(
     proc: &std::path::Path,
@@ -65,11 +66,14 @@ pub fn snapshot_node(
     let started = Instant::now();
     let mut namespaces = Vec::new();
     let mut failed = Vec::new();
+    // Read before the dumps: a socket bound after this is in no dump's reckoning.
     let bound = bound_sockets
         .map(BoundSocketReader::read)
         .unwrap_or_default();
+    let lists_bound = bound_sockets.is_some_and(BoundSocketReader::tables_list_them);
+    let mut listed = HashSet::new();
     for netns in netns::discover(proc) {
-        match snapshot_namespace(&netns, &bound) {
+        match snapshot_namespace(&netns, &bound, lists_bound, &mut listed) {
             Ok(snapshot) => namespaces.push(snapshot),
             Err(error) if error.is_vanished() => {
                 tracing::debug!(netns = netns.id, %error, "namespace went away during snapshot");
@@ -80,6 +84,19 @@ pub fn snapshot_node(
             }
         }
     }
+    if let Some(reader) = bound_sockets
+        && lists_bound
+        && failed.is_empty()
+    {
+        // Every bound socket is in the tables: one that no complete snapshot lists is gone.
+        let gone: HashSet<u64> = bound
+            .values()
+            .flat_map(|tracked| tracked.keys())
+            .filter(|cookie| !listed.contains(*cookie))
+            .copied()
+            .collect();
+        reader.forget(&gone);
+    }
     NodeSnapshot {
         namespaces,
         failed,
@@ -89,7 +106,9 @@ pub fn snapshot_node(
 
 fn snapshot_namespace(
     netns: &Netns,
-    bound: &HashMap<u64, Vec<(u64, BoundSocket)>>,
+    bound: &HashMap<u64, Tracked>,
+    lists_bound: bool,
+    listed: &mut HashSet<u64>,
 ) -> Result<NamespaceSnapshot, SnapshotError> {
     let id = netns.id;
     let (socket, ports) = netns::run_in(netns, || {
@@ -101,18 +120,21 @@ fn snapshot_namespace(
         })
         .ok();
     let cookie = sock_diag::netns_cookie(&socket).ok();
+    let no_sockets = Tracked::new();
     let tracked = cookie
         .and_then(|cookie| bound.get(&cookie))
-        .map_or(&[][..], Vec::as_slice);
-    let watched: HashSet<u64> = tracked.iter().map(|(cookie, _)| *cookie).collect();
+        .unwrap_or(&no_sockets);
     let mut sockets = SocketTally::default();
-    let listed = sock_diag::dump_all(&socket, &mut sockets, &watched)?;
-    for (_, bound) in tracked
-        .iter()
-        .filter(|(cookie, _)| !listed.contains(cookie))
-    {
-        sockets.add(&bound_inactive(bound));
+    let listed_here = sock_diag::dump_all(&socket, &mut sockets, tracked)?;
+    if !lists_bound {
+        for (_, bound) in tracked
+            .iter()
+            .filter(|(cookie, _)| !listed_here.contains(*cookie))
+        {
+            sockets.add(&bound_inactive(bound));
+        }
     }
+    listed.extend(listed_here);
     Ok(NamespaceSnapshot {
         netns: id,
         cookie,
@@ -146,6 +168,7 @@ fn bound_inactive(bound: &BoundSocket) -> model::Socket {
         local: SocketAddr::new(address, bound.port),
         remote: SocketAddr::new(address, 0),
         timer: Duration::ZERO,
+        binder: None,
     }
 }
 

@@ -10,8 +10,13 @@ use std::{collections::HashSet, os::fd::AsRawFd as _, time::Duration};
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
+use port_monitor_common::maps::BoundSocket;
+
 use super::inet_diag::{self, Batch, DiagSocket};
-use crate::model::{self, Protocol, SocketTally, TcpState};
+use crate::{
+    kernel::bound_sockets::Tracked,
+    model::{self, Binder, Protocol, SocketTally, TcpState},
+};
 
 /// Why a dump failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,20 +82,26 @@ pub fn netns_cookie(socket: &Socket) -> std::io::Result<u64> {
 }
 
 /// Adds every TCP and UDP socket (IPv4 and IPv6, every state) of the socket's namespace to
-/// `tally`. A UDP socket is listed once it has a port (bound, connected or autobound).
-/// Returns the cookies in `watched` of the TCP sockets the tables listed.
+/// `tally`. A UDP socket is listed once it has a port (bound, connected or autobound). TCP
+/// sockets in `bound` (by cookie) got their port from `bind()`: they are told so, with who
+/// bound them. Returns the cookies of `bound` the tables listed.
 ///
 /// # Errors
 /// When the kernel refuses a dump or sends something undecodable.
 pub fn dump_all(
     socket: &Socket,
     tally: &mut SocketTally,
-    watched: &HashSet<u64>,
+    bound: &Tracked,
 ) -> Result<HashSet<u64>, DumpError> {
     let mut listed = HashSet::new();
     for (family, ip_protocol, protocol, what) in TABLES {
         dump(socket, family, ip_protocol, what, |diag| {
-            if protocol == Protocol::Tcp && watched.contains(&diag.cookie) {
+            let bound_by = if protocol == Protocol::Tcp {
+                bound.get(&diag.cookie)
+            } else {
+                None
+            };
+            if bound_by.is_some() {
                 listed.insert(diag.cookie);
             }
             let state = match (protocol, TcpState::from_kernel(diag.state)) {
@@ -107,11 +118,21 @@ pub fn dump_all(
                     local: diag.local,
                     remote: diag.remote,
                     timer: Duration::from_millis(u64::from(diag.expires_ms)),
+                    binder: bound_by.map(binder),
                 });
             }
         })?;
     }
     Ok(listed)
+}
+
+/// Who bound a socket, as the bind hook saw it.
+fn binder(bound: &BoundSocket) -> Binder {
+    Binder {
+        tgid: bound.tgid,
+        comm: bound.comm,
+        cgroup_id: bound.cgroup_id,
+    }
 }
 
 /// Sends one dump request and calls `each` for every socket listed.

@@ -272,3 +272,94 @@ fn privileged_udp_headroom_is_every_udp_port_of_the_namespace() {
     );
     drop((bound, receiver, autobound));
 }
+
+/// A client that binds port 0 and then connects (as HAProxy's `source`, nginx's
+/// `proxy_bind` do) takes a port the kernel will not give any other connection, whatever its
+/// destination: each is charged to every destination, counted, and named as an anomaly.
+/// Checked against the kernel: only the ports left over are connectable to another server.
+#[test]
+fn privileged_ports_bound_before_connect_count_against_every_destination() {
+    if !privileged("ports_bound_before_connect_count_against_every_destination") {
+        return;
+    }
+    let netns = TestNetns::new("bindconnect");
+    let id = netns.label();
+    netns.sysctl("net.ipv4.ip_local_port_range", "40000 40009");
+    let exporter = Exporter::start();
+    let held = netns.run(|| {
+        let proxied = TcpListener::bind((Ipv4Addr::LOCALHOST, 9000)).expect("listen");
+        let other = TcpListener::bind((Ipv4Addr::LOCALHOST, 9001)).expect("listen");
+        let mut streams = Vec::new();
+        for _ in 0..3 {
+            let socket = nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Inet,
+                nix::sys::socket::SockType::Stream,
+                nix::sys::socket::SockFlag::empty(),
+                None,
+            )
+            .expect("socket");
+            let any_port = nix::sys::socket::SockaddrIn::new(127, 0, 0, 1, 0);
+            nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&socket), &any_port)
+                .expect("bind port 0");
+            let server = nix::sys::socket::SockaddrIn::new(127, 0, 0, 1, 9000);
+            nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&socket), &server)
+                .expect("connect");
+            streams.push(TcpStream::from(socket));
+        }
+        for _ in 0..2 {
+            streams.push(TcpStream::connect((Ipv4Addr::LOCALHOST, 9001)).expect("connect"));
+        }
+        (proxied, other, streams)
+    });
+    let other = [
+        ("netns", id.as_str()),
+        ("protocol", "tcp"),
+        ("src_addr", "127.0.0.1"),
+        ("dst_addr", "127.0.0.1"),
+        ("dst_port", "9001"),
+    ];
+    let bound = [("netns", id.as_str())];
+    let metrics = exporter.wait_until(Duration::from_secs(10), |m| {
+        m.get("port_monitor_bind_before_connect_sockets", &bound) == Some(3.0)
+            && m.get("port_monitor_destination_utilization_ratio", &other) == Some(0.5)
+    });
+    assert_eq!(
+        metrics.get("port_monitor_bind_before_connect_sockets", &bound),
+        Some(3.0),
+        "{}",
+        metrics.text
+    );
+    assert_eq!(
+        metrics.get("port_monitor_destination_utilization_ratio", &other),
+        Some(0.5),
+        "two of its own and three bound: half the range lost to :9001\n{}",
+        metrics.text
+    );
+    crate::anomalies::assert_anomalies(&metrics, &id, &[("bind_before_connect", 1.0)]);
+    let pid = std::process::id().to_string();
+    let last = [
+        ("kind", "bind_before_connect"),
+        ("netns", id.as_str()),
+        ("pid", pid.as_str()),
+    ];
+    assert_eq!(
+        metrics.get("port_monitor_anomaly_last_info", &last),
+        Some(1.0),
+        "the process that bound is named:\n{}",
+        metrics.text
+    );
+    // The kernel agrees: five more connections to :9001, then none.
+    let (more, error) = netns.run(|| {
+        let mut more = Vec::new();
+        loop {
+            match TcpStream::connect((Ipv4Addr::LOCALHOST, 9001)) {
+                Ok(stream) => more.push(stream),
+                Err(error) => return (more, error.kind()),
+            }
+            assert!(more.len() <= 10, "more ports than the range has");
+        }
+    });
+    assert_eq!(more.len(), 5, "the bound ports were not free for :9001");
+    assert_eq!(error, std::io::ErrorKind::AddrNotAvailable);
+    drop((held, more));
+}

@@ -8,7 +8,7 @@ use prometheus::Registry;
 use tokio::sync::watch;
 
 use crate::{
-    config::{Command, Config, LogFormat},
+    config::{Command, ConfigFile, Flags, LogFormat},
     exporter::{
         ModelCollector,
         metrics::Static,
@@ -18,18 +18,17 @@ use crate::{
     health::Health,
     kernel::{self, Kernel},
     model::Model,
-    settings::FileConfig,
     snapshot,
 };
 
 /// Sets up logging to stderr in the configured format.
-pub fn init_logging(config: &Config) {
+pub fn init_logging(flags: &Flags) {
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
-        .with_max_level(config.log_level.as_tracing())
+        .with_max_level(flags.log_level.as_tracing())
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match config.log_format {
+    match flags.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
@@ -39,10 +38,10 @@ pub fn init_logging(config: &Config) {
 ///
 /// # Errors
 /// When start-up fails; the error says what is missing and what to do.
-pub fn run(config: Config) -> Result<()> {
-    match config.command {
-        Some(Command::Check) => runtime()?.block_on(check(&config)),
-        None => serve(config),
+pub fn run(flags: Flags) -> Result<()> {
+    match flags.command {
+        Some(Command::Check) => runtime()?.block_on(check(&flags)),
+        None => serve(flags),
     }
 }
 
@@ -60,35 +59,35 @@ const REVISION: &str = env!("PORT_MONITOR_REVISION");
 /// Start-up happens on the main thread alone: the capabilities that only attaching needs are
 /// dropped before any other thread exists, because `capset` changes the calling thread only
 /// and threads started later inherit the smaller set.
-fn serve(config: Config) -> Result<()> {
+fn serve(flags: Flags) -> Result<()> {
     // Refuse a bad configuration before touching the network or the kernel.
-    let file = FileConfig::load(config.config_file.as_deref())
-        .context("invalid configuration file (--config.file)")?;
-    let web = WebConfig::load(config.web_config_file.as_deref())
-        .context("invalid web configuration file (--web.config.file)")?;
+    let file = ConfigFile::load(flags.config_file.as_deref())
+        .context("invalid configuration file (--flags.file)")?;
+    let web = WebConfig::load(flags.web_config_file.as_deref())
+        .context("invalid web configuration file (--web.flags.file)")?;
     // Bind first: a port already taken is the most common start-up mistake, and finding it
     // before loading anything into the kernel keeps the failure cheap and clear.
-    let listener = server::bind(config.listen_address).with_context(|| {
+    let listener = server::bind(flags.listen_address).with_context(|| {
         format!(
             "cannot listen on {} (--web.listen-address)",
-            config.listen_address
+            flags.listen_address
         )
     })?;
-    let (mut kernel, events) = Kernel::load(config.collectors(), config.cgroup_root.as_deref())
+    let (mut kernel, events) = Kernel::load(flags.collectors(), flags.cgroup_root.as_deref())
         .context("cannot start the kernel programs")?;
-    kernel.seed_bound_sockets(&config.procfs);
+    kernel.seed_bound_sockets(&flags.procfs);
     kernel::requirements::drop_attach_capabilities()
         .context("dropping the capabilities only attaching needed")?;
     for hook in kernel.hooks() {
         tracing::info!(program = hook.program, hook = %hook.attach_point, facts = hook.facts, "attached");
     }
-    runtime()?.block_on(serve_attached(config, &file, web, listener, kernel, events))
+    runtime()?.block_on(serve_attached(flags, &file, web, listener, kernel, events))
 }
 
 /// Serves until SIGTERM or SIGINT, with the programs attached and the capabilities dropped.
 async fn serve_attached(
-    config: Config,
-    file: &FileConfig,
+    flags: Flags,
+    file: &ConfigFile,
     web: WebConfig,
     listener: std::net::TcpListener,
     kernel: Kernel,
@@ -97,15 +96,15 @@ async fn serve_attached(
     let listener = tokio::net::TcpListener::from_std(listener)
         .context("handing the listening socket to the async runtime")?;
     let settings = file.settings();
-    let snapshot_interval = file.snapshot_interval(config.snapshot_interval);
-    let poll_interval = file.poll_interval(config.poll_interval);
+    let snapshot_interval = file.snapshot_interval(flags.snapshot_interval);
+    let poll_interval = file.poll_interval(flags.poll_interval);
 
     let model = Arc::new(RwLock::new(Model::new(settings)));
     let registry = registry(&model, &kernel)?;
     let health = Arc::new(Health::new(snapshot_interval, poll_interval));
     let endpoint = Arc::new(Endpoint {
         registry,
-        telemetry_path: config.telemetry_path.clone(),
+        telemetry_path: flags.telemetry_path.clone(),
         health: Arc::clone(&health),
         web,
     });
@@ -113,7 +112,7 @@ async fn serve_attached(
     let (stop_snapshots, snapshots_stopped) = mpsc::channel();
     let snapshot_health = Arc::clone(&health);
     let snapshots = snapshot::spawn(
-        config.procfs.clone(),
+        flags.procfs.clone(),
         snapshot_interval,
         Arc::clone(&model),
         kernel.transitions(),
@@ -133,7 +132,7 @@ async fn serve_attached(
         move || health.counters_polled(),
     ));
 
-    tracing::info!(address = %listener.local_addr()?, path = %config.telemetry_path, "serving metrics");
+    tracing::info!(address = %listener.local_addr()?, path = %flags.telemetry_path, "serving metrics");
     server::serve(listener, endpoint, shutdown_signal()).await;
 
     tracing::info!("shutting down");
@@ -185,10 +184,10 @@ async fn shutdown_signal() {
 }
 
 /// `port-monitor check`: load, attach, report, take one snapshot, detach.
-async fn check(config: &Config) -> Result<()> {
-    let (mut kernel, _events) = Kernel::load(config.collectors(), config.cgroup_root.as_deref())
+async fn check(flags: &Flags) -> Result<()> {
+    let (mut kernel, _events) = Kernel::load(flags.collectors(), flags.cgroup_root.as_deref())
         .context("cannot start the kernel programs")?;
-    kernel.seed_bound_sockets(&config.procfs);
+    kernel.seed_bound_sockets(&flags.procfs);
     println!("kernel programs attached:");
     for hook in kernel.hooks() {
         println!(
@@ -199,7 +198,7 @@ async fn check(config: &Config) -> Result<()> {
     for unavailable in kernel.unavailable() {
         println!("UNAVAILABLE {}: {}", unavailable.reason, unavailable.cause);
     }
-    let procfs = config.procfs.clone();
+    let procfs = flags.procfs.clone();
     let bound_sockets = kernel.bound_sockets();
     let node = tokio::task::spawn_blocking(move || {
         snapshot::snapshot_node(&procfs, bound_sockets.as_ref())

@@ -7,7 +7,7 @@
 //! ```
 //! `kernel` loads and reads the programs, `netns` and `snapshot` read every namespace's
 //! socket tables, `model` holds the state as plain data (gauges, headroom per destination,
-//! anomalies), `exporter` renders and serves it. `config` is the flags, `settings` the
+//! anomalies), `exporter` renders and serves it. `config` is the flags and the
 //! configuration file.
 
 pub mod config;
@@ -17,6 +17,5 @@ pub mod health;
 pub mod kernel;
 pub mod model;
 pub mod netns;
-pub mod settings;
 pub mod snapshot;
 pub mod workloads;

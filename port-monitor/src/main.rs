@@ -1,12 +1,12 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use port_monitor::{config::Config, daemon};
+use port_monitor::{config::Flags, daemon};
 
 fn main() -> ExitCode {
-    let config = Config::parse();
-    daemon::init_logging(&config);
-    match daemon::run(config) {
+    let flags = Flags::parse();
+    daemon::init_logging(&flags);
+    match daemon::run(flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{}", describe(&error));

@@ -115,7 +115,7 @@ pub struct SelfStats {
     pub snapshot_corrections: u64,
 }
 
-/// What the model is told to compute: the configuration file's values (`settings.rs`).
+/// What the model is told to compute: the configuration file's values (`config`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     /// TCP destinations per namespace with their own series.
@@ -143,8 +143,20 @@ pub struct Timing {
 }
 
 impl Default for Settings {
+    /// The defaults of the configuration file (docs/configuration.md), written only here.
     fn default() -> Self {
-        crate::settings::FileConfig::default().settings()
+        Self {
+            top_destinations: 5,
+            destination_source_address: true,
+            near_exhaustion_ratio: 0.8,
+            time_wait_share: 0.5,
+            port_scan: anomalies::PortScanLimits {
+                window_ns: 10_000_000_000,
+                refused: 100,
+                distinct_ports: 20,
+            },
+            churn_per_second: 100.0,
+        }
     }
 }
 

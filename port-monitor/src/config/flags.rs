@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// eBPF ephemeral port monitor and Prometheus exporter.
 #[derive(Debug, Parser)]
 #[command(name = "port-monitor", version, about, long_about = None)]
-pub struct Config {
+pub struct Flags {
     #[command(subcommand)]
     pub command: Option<Command>,
 
@@ -58,22 +58,28 @@ pub struct Config {
     )]
     pub log_format: LogFormat,
 
-    /// How often to read every namespace's socket tables (e.g. 5s, 500ms). Gauges are exact
-    /// as of the latest read; a shorter interval costs more CPU on nodes with many sockets.
-    /// [default: 5s, or the value in the configuration file]
     #[arg(
         long = "snapshot.interval",
         env = "PORT_MONITOR_SNAPSHOT_INTERVAL",
-        value_parser = parse_interval
+        value_parser = parse_interval,
+        help = format!(
+            "How often to read every namespace's socket tables (e.g. 5s, 500ms). Gauges are \
+             exact as of the latest read; a shorter interval costs more CPU on nodes with many \
+             sockets. [default: intervals.snapshot of the configuration file, else {}]",
+            humantime::format_duration(super::DEFAULT_SNAPSHOT_INTERVAL)
+        )
     )]
     pub snapshot_interval: Option<Duration>,
 
-    /// How often to read the kernel programs' counters and records (e.g. 1s, 200ms).
-    /// [default: 1s, or the value in the configuration file]
     #[arg(
         long = "kernel.poll-interval",
         env = "PORT_MONITOR_KERNEL_POLL_INTERVAL",
-        value_parser = parse_interval
+        value_parser = parse_interval,
+        help = format!(
+            "How often to read the kernel programs' counters and records (e.g. 1s, 200ms). \
+             [default: intervals.kernel_poll of the configuration file, else {}]",
+            humantime::format_duration(super::DEFAULT_POLL_INTERVAL)
+        )
     )]
     pub poll_interval: Option<Duration>,
 
@@ -132,7 +138,7 @@ pub struct Config {
     pub procfs: PathBuf,
 }
 
-impl Config {
+impl Flags {
     /// The optional kernel program groups the flags leave on.
     #[must_use]
     pub const fn collectors(&self) -> crate::kernel::Collectors {
@@ -180,8 +186,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// The shortest interval accepted: below it the daemon would mostly measure itself.
-const MIN_INTERVAL: Duration = Duration::from_millis(50);
+use super::MIN_INTERVAL;
 
 fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
     let invalid = || {
@@ -227,8 +232,8 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Config, String> {
-        Config::try_parse_from(std::iter::once("port-monitor").chain(args.iter().copied()))
+    fn parse(args: &[&str]) -> Result<Flags, String> {
+        Flags::try_parse_from(std::iter::once("port-monitor").chain(args.iter().copied()))
             .map_err(|error| error.to_string())
     }
 

@@ -1,18 +1,20 @@
 //! The configuration file (`--config.file`, TOML): thresholds and sizes that a team tunes
-//! once for its fleet. Every field has a default, so an empty file, or none, is valid; a value
-//! out of range is refused at start-up with the field's name and what is accepted.
+//! once for its fleet. Every field has a default (the model's, or the intervals' in
+//! `config`), so an empty file, or none, is valid; a value out of range is refused at start-up
+//! with the field's name and what is accepted.
 
 use std::{path::Path, time::Duration};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use crate::model::Settings;
+use super::{DEFAULT_POLL_INTERVAL, DEFAULT_SNAPSHOT_INTERVAL, MIN_INTERVAL};
+use crate::model::{Settings, anomalies::PortScanLimits};
 
 /// The file as written. Each field's comment is its documentation (docs/configuration.md
 /// repeats it with an example).
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct FileConfig {
+pub struct ConfigFile {
     pub intervals: Intervals,
     pub destinations: Destinations,
     pub anomalies: Anomalies,
@@ -23,19 +25,31 @@ pub struct FileConfig {
 pub struct Intervals {
     /// How often every namespace's socket tables are read ("5s", "500ms"; at least 50ms).
     /// `--snapshot.interval` overrides it.
-    pub snapshot: String,
+    #[serde(deserialize_with = "duration")]
+    pub snapshot: Duration,
     /// How often the kernel programs' counters are read. `--kernel.poll-interval` overrides
     /// it.
-    pub kernel_poll: String,
+    #[serde(deserialize_with = "duration")]
+    pub kernel_poll: Duration,
 }
 
 impl Default for Intervals {
     fn default() -> Self {
         Self {
-            snapshot: "5s".into(),
-            kernel_poll: "1s".into(),
+            snapshot: DEFAULT_SNAPSHOT_INTERVAL,
+            kernel_poll: DEFAULT_POLL_INTERVAL,
         }
     }
+}
+
+/// A duration written as text ("5s", "500ms").
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(|error| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a duration such as \"5s\" or \"500ms\": {error}"
+        ))
+    })
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -52,9 +66,10 @@ pub struct Destinations {
 
 impl Default for Destinations {
     fn default() -> Self {
+        let model = Settings::default();
         Self {
-            top: 5,
-            source_address_label: true,
+            top: model.top_destinations,
+            source_address_label: model.destination_source_address,
         }
     }
 }
@@ -83,20 +98,25 @@ pub struct Anomalies {
 
 impl Default for Anomalies {
     fn default() -> Self {
+        let model = Settings::default();
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "the default window, 10 s in nanoseconds"
+        )]
         Self {
-            near_exhaustion_ratio: 0.8,
-            time_wait_share: 0.5,
-            port_scan_window_seconds: 10.0,
-            port_scan_refused: 100,
-            port_scan_distinct_ports: 20,
-            churn_per_second: 100.0,
+            near_exhaustion_ratio: model.near_exhaustion_ratio,
+            time_wait_share: model.time_wait_share,
+            port_scan_window_seconds: model.port_scan.window_ns as f64 / 1e9,
+            port_scan_refused: model.port_scan.refused,
+            port_scan_distinct_ports: model.port_scan.distinct_ports,
+            churn_per_second: model.churn_per_second,
         }
     }
 }
 
 /// Why the configuration file was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum FileError {
     #[error("reading {path}: {source}")]
     Read {
         path: String,
@@ -116,18 +136,18 @@ pub enum ConfigError {
     },
 }
 
-impl FileConfig {
+impl ConfigFile {
     /// Reads and validates the file; `None` means every default.
     ///
     /// # Errors
     /// When the file cannot be read, is not valid TOML of this shape, or a value is out of
     /// range.
-    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+    pub fn load(path: Option<&Path>) -> Result<Self, FileError> {
         let Some(path) = path else {
             return Ok(Self::default());
         };
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
             path: name.clone(),
             source,
         })?;
@@ -138,8 +158,8 @@ impl FileConfig {
     ///
     /// # Errors
     /// When `text` is not valid TOML of this shape, or a value is out of range.
-    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|source| ConfigError::Parse {
+    pub fn parse(text: &str, path: &str) -> Result<Self, FileError> {
+        let config: Self = toml::from_str(text).map_err(|source| FileError::Parse {
             path: path.to_owned(),
             source,
         })?;
@@ -147,22 +167,22 @@ impl FileConfig {
         Ok(config)
     }
 
-    fn validate(&self, path: &str) -> Result<(), ConfigError> {
-        let invalid = |field, value: String, accepted| ConfigError::Invalid {
+    fn validate(&self, path: &str) -> Result<(), FileError> {
+        let invalid = |field, value: String, accepted| FileError::Invalid {
             path: path.to_owned(),
             field,
             value,
             accepted,
         };
         for (field, value) in [
-            ("intervals.snapshot", &self.intervals.snapshot),
-            ("intervals.kernel_poll", &self.intervals.kernel_poll),
+            ("intervals.snapshot", self.intervals.snapshot),
+            ("intervals.kernel_poll", self.intervals.kernel_poll),
         ] {
-            if crate::config::parse_interval(value).is_err() {
+            if value < MIN_INTERVAL {
                 return Err(invalid(
                     field,
-                    format!("{value:?}"),
-                    "a duration such as \"5s\" or \"500ms\", at least 50ms",
+                    format!("{:?}", humantime::format_duration(value).to_string()),
+                    "a duration of at least 50ms",
                 ));
             }
         }
@@ -224,15 +244,13 @@ impl FileConfig {
     /// The snapshot interval: the flag's if given, else this file's.
     #[must_use]
     pub fn snapshot_interval(&self, flag: Option<Duration>) -> Duration {
-        flag.or_else(|| crate::config::parse_interval(&self.intervals.snapshot).ok())
-            .unwrap_or(Duration::from_secs(5))
+        flag.unwrap_or(self.intervals.snapshot)
     }
 
     /// The kernel poll interval: the flag's if given, else this file's.
     #[must_use]
     pub fn poll_interval(&self, flag: Option<Duration>) -> Duration {
-        flag.or_else(|| crate::config::parse_interval(&self.intervals.kernel_poll).ok())
-            .unwrap_or(Duration::from_secs(1))
+        flag.unwrap_or(self.intervals.kernel_poll)
     }
 
     /// What the model computes with.
@@ -243,7 +261,7 @@ impl FileConfig {
             destination_source_address: self.destinations.source_address_label,
             near_exhaustion_ratio: self.anomalies.near_exhaustion_ratio,
             time_wait_share: self.anomalies.time_wait_share,
-            port_scan: crate::model::anomalies::PortScanLimits {
+            port_scan: PortScanLimits {
                 #[expect(
                     clippy::cast_possible_truncation,
                     clippy::cast_sign_loss,
@@ -265,14 +283,14 @@ mod tests {
     #[test]
     fn an_empty_file_means_every_default() {
         assert_eq!(
-            FileConfig::parse("", "test.toml").expect("valid"),
-            FileConfig::default()
+            ConfigFile::parse("", "test.toml").expect("valid"),
+            ConfigFile::default()
         );
     }
 
     #[test]
     fn reads_every_field() {
-        let config = FileConfig::parse(
+        let config = ConfigFile::parse(
             "[destinations]\ntop = 10\n[anomalies]\nnear_exhaustion_ratio = 0.9\ntime_wait_share = 0.25\n",
             "test.toml",
         )
@@ -311,7 +329,11 @@ mod tests {
             ),
             (
                 "[intervals]\nsnapshot = \"5\"",
-                "intervals.snapshot = \"5\" is out of range",
+                "\"5\" is not a duration such as \"5s\"",
+            ),
+            (
+                "[intervals]\nsnapshot = \"10ms\"",
+                "intervals.snapshot = \"10ms\" is out of range",
             ),
             (
                 "[anomalies]\nport_scan_refused = 1",
@@ -328,7 +350,7 @@ mod tests {
             ("[destinations]\ntop = \"five\"", "invalid type"),
         ];
         for (text, expected) in cases {
-            let error = FileConfig::parse(text, "test.toml")
+            let error = ConfigFile::parse(text, "test.toml")
                 .expect_err(text)
                 .to_string();
             assert!(error.contains(expected), "{text}: {error}");

@@ -6,10 +6,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use port_monitor_common::{
     FAMILY_INET, FAMILY_INET6, Operation,
-    event::{EventKind, FAILURE_EVENT_SIZE, FLAG_AUTO_PORT, FLAG_HAS_CALLER, FLAG_HAS_CGROUP},
+    event::{
+        EventKind, FAILURE_EVENT_SIZE, FLAG_AUTO_PORT, FLAG_HAS_CALLER, FLAG_HAS_CGROUP,
+        FailureEvent,
+    },
 };
 
-use crate::model::{Caller, Failure, FailureKind, Protocol};
+use crate::model::{Caller, Failure, FailureKind, Protocol, sockets::canonical};
 
 /// Why a record was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,94 +41,61 @@ pub fn decode(record: &[u8]) -> Result<Failure, DecodeError> {
     if kind != EventKind::Failure as u8 {
         return Err(DecodeError::UnknownKind(kind));
     }
-    let bytes: &[u8; FAILURE_EVENT_SIZE] = record
+    let bytes = record
         .get(..FAILURE_EVENT_SIZE)
-        .and_then(|bytes| bytes.try_into().ok())
         .ok_or(DecodeError::Truncated {
             len: record.len(),
             expected: FAILURE_EVENT_SIZE,
         })?;
-    decode_failure(&Fields(bytes))
+    // SAFETY: `bytes` holds FAILURE_EVENT_SIZE bytes, and `FailureEvent` is plain data
+    // (repr(C), integers and byte arrays, no padding): any bytes are a valid value. The read
+    // is unaligned: a ring buffer record is only 8-byte aligned by convention. Reading the
+    // shared struct itself keeps its layout written in one place.
+    let event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<FailureEvent>()) };
+    decode_failure(&event)
 }
 
-/// Field access by offset in the `#[repr(C)]` layout of `FailureEvent`.
-struct Fields<'a>(&'a [u8; FAILURE_EVENT_SIZE]);
-
-impl Fields<'_> {
-    fn u8(&self, offset: usize) -> u8 {
-        self.0[offset]
-    }
-    fn u16(&self, offset: usize) -> u16 {
-        u16::from_ne_bytes([self.0[offset], self.0[offset + 1]])
-    }
-    fn u32(&self, offset: usize) -> u32 {
-        u32::from_ne_bytes(self.array(offset))
-    }
-    fn u64(&self, offset: usize) -> u64 {
-        u64::from_ne_bytes(self.array(offset))
-    }
-    fn array<const N: usize>(&self, offset: usize) -> [u8; N] {
-        let mut out = [0; N];
-        out.copy_from_slice(&self.0[offset..offset + N]);
-        out
-    }
-}
-
-// Offsets of `FailureEvent` fields; `layout_matches_the_shared_struct` checks them.
-const OPERATION: usize = 1;
-const PROTOCOL: usize = 2;
-const FLAGS: usize = 3;
-const NETNS: usize = 4;
-const TIMESTAMP: usize = 8;
-const CGROUP_ID: usize = 16;
-const TGID: usize = 24;
-const PID: usize = 28;
-const ERRNO: usize = 32;
-const FAMILY: usize = 34;
-const LOCAL_PORT: usize = 36;
-const REMOTE_PORT: usize = 38;
-const LOCAL_ADDR: usize = 40;
-const REMOTE_ADDR: usize = 56;
-const COMM: usize = 72;
-
-fn decode_failure(fields: &Fields<'_>) -> Result<Failure, DecodeError> {
-    let operation = Operation::from_u8(fields.u8(OPERATION))
-        .ok_or(DecodeError::UnknownOperation(fields.u8(OPERATION)))?;
-    let protocol = Protocol::from_ip(fields.u8(PROTOCOL))
-        .ok_or(DecodeError::UnknownProtocol(fields.u8(PROTOCOL)))?;
-    let flags = fields.u8(FLAGS);
-    let family = fields.u16(FAMILY);
-    let address = |offset: usize| -> Result<IpAddr, DecodeError> {
-        match family {
-            FAMILY_INET => Ok(IpAddr::V4(Ipv4Addr::from(fields.array::<4>(offset)))),
-            FAMILY_INET6 => Ok(IpAddr::V6(Ipv6Addr::from(fields.array::<16>(offset)))),
+fn decode_failure(event: &FailureEvent) -> Result<Failure, DecodeError> {
+    let operation = Operation::from_u8(event.operation)
+        .ok_or(DecodeError::UnknownOperation(event.operation))?;
+    let protocol =
+        Protocol::from_ip(event.protocol).ok_or(DecodeError::UnknownProtocol(event.protocol))?;
+    let address = |bytes: [u8; 16]| -> Result<IpAddr, DecodeError> {
+        match event.family {
+            FAMILY_INET => Ok(IpAddr::V4(Ipv4Addr::new(
+                bytes[0], bytes[1], bytes[2], bytes[3],
+            ))),
+            FAMILY_INET6 => Ok(IpAddr::V6(Ipv6Addr::from(bytes))),
             other => Err(DecodeError::UnknownFamily(other)),
         }
     };
-    let caller = (flags & FLAG_HAS_CALLER != 0).then(|| Caller {
-        tgid: fields.u32(TGID),
-        pid: fields.u32(PID),
-        comm: comm(&fields.array::<16>(COMM)),
+    let caller = (event.flags & FLAG_HAS_CALLER != 0).then(|| Caller {
+        tgid: event.tgid,
+        pid: event.pid,
+        comm: comm(&event.comm),
     });
     let cgroup_id =
-        (flags & (FLAG_HAS_CALLER | FLAG_HAS_CGROUP) != 0).then(|| fields.u64(CGROUP_ID));
+        (event.flags & (FLAG_HAS_CALLER | FLAG_HAS_CGROUP) != 0).then_some(event.cgroup_id);
     Ok(Failure {
-        netns: fields.u32(NETNS),
+        netns: event.netns,
         kind: FailureKind {
             operation,
             protocol,
-            errno: fields.u16(ERRNO),
-            auto_port: flags & FLAG_AUTO_PORT != 0,
+            errno: event.errno,
+            auto_port: event.flags & FLAG_AUTO_PORT != 0,
         },
         caller,
         cgroup_id,
-        timestamp_ns: fields.u64(TIMESTAMP),
-        local: SocketAddr::new(address(LOCAL_ADDR)?, fields.u16(LOCAL_PORT)),
+        timestamp_ns: event.timestamp_ns,
+        local: canonical(SocketAddr::new(
+            address(event.local_addr)?,
+            event.local_port,
+        )),
         remote: match operation {
-            Operation::Connect => Some(SocketAddr::new(
-                address(REMOTE_ADDR)?,
-                fields.u16(REMOTE_PORT),
-            )),
+            Operation::Connect => Some(canonical(SocketAddr::new(
+                address(event.remote_addr)?,
+                event.remote_port,
+            ))),
             Operation::Bind | Operation::Autobind => None,
         },
     })
@@ -144,30 +114,17 @@ fn comm(bytes: &[u8; 16]) -> String {
 pub(crate) mod tests {
     use std::mem::offset_of;
 
-    use port_monitor_common::{PROTOCOL_TCP, event::FailureEvent};
+    use port_monitor_common::PROTOCOL_TCP;
 
     use super::*;
 
-    /// The bytes the kernel programs would send for `event`.
+    /// The bytes the kernel programs would send for `event`: the struct as it lies in memory.
     pub(crate) fn record(event: &FailureEvent) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(FAILURE_EVENT_SIZE);
-        bytes.push(event.kind);
-        bytes.push(event.operation);
-        bytes.push(event.protocol);
-        bytes.push(event.flags);
-        bytes.extend(event.netns.to_ne_bytes());
-        bytes.extend(event.timestamp_ns.to_ne_bytes());
-        bytes.extend(event.cgroup_id.to_ne_bytes());
-        bytes.extend(event.tgid.to_ne_bytes());
-        bytes.extend(event.pid.to_ne_bytes());
-        bytes.extend(event.errno.to_ne_bytes());
-        bytes.extend(event.family.to_ne_bytes());
-        bytes.extend(event.local_port.to_ne_bytes());
-        bytes.extend(event.remote_port.to_ne_bytes());
-        bytes.extend(event.local_addr);
-        bytes.extend(event.remote_addr);
-        bytes.extend(event.comm);
-        bytes
+        // SAFETY: `FailureEvent` is plain data without padding: every byte is initialised.
+        unsafe {
+            std::slice::from_raw_parts(std::ptr::from_ref(event).cast::<u8>(), FAILURE_EVENT_SIZE)
+        }
+        .to_vec()
     }
 
     /// A `connect()` from `curl` (pid 4242) in netns 4026532000 that found no free port.
@@ -194,31 +151,6 @@ pub(crate) mod tests {
             remote_addr,
             comm,
         }
-    }
-
-    #[test]
-    fn layout_matches_the_shared_struct() {
-        let offsets = [
-            (OPERATION, offset_of!(FailureEvent, operation)),
-            (PROTOCOL, offset_of!(FailureEvent, protocol)),
-            (FLAGS, offset_of!(FailureEvent, flags)),
-            (NETNS, offset_of!(FailureEvent, netns)),
-            (TIMESTAMP, offset_of!(FailureEvent, timestamp_ns)),
-            (CGROUP_ID, offset_of!(FailureEvent, cgroup_id)),
-            (TGID, offset_of!(FailureEvent, tgid)),
-            (PID, offset_of!(FailureEvent, pid)),
-            (ERRNO, offset_of!(FailureEvent, errno)),
-            (FAMILY, offset_of!(FailureEvent, family)),
-            (LOCAL_PORT, offset_of!(FailureEvent, local_port)),
-            (REMOTE_PORT, offset_of!(FailureEvent, remote_port)),
-            (LOCAL_ADDR, offset_of!(FailureEvent, local_addr)),
-            (REMOTE_ADDR, offset_of!(FailureEvent, remote_addr)),
-            (COMM, offset_of!(FailureEvent, comm)),
-        ];
-        for (ours, theirs) in offsets {
-            assert_eq!(ours, theirs);
-        }
-        assert_eq!(record(&exhausted_connect()).len(), FAILURE_EVENT_SIZE);
     }
 
     #[test]
@@ -333,10 +265,14 @@ pub(crate) mod tests {
             ("kind", with(0, 9), DecodeError::UnknownKind(9)),
             (
                 "operation",
-                with(OPERATION, 0),
+                with(offset_of!(FailureEvent, operation), 0),
                 DecodeError::UnknownOperation(0),
             ),
-            ("family", with(FAMILY, 7), DecodeError::UnknownFamily(7)),
+            (
+                "family",
+                with(offset_of!(FailureEvent, family), 7),
+                DecodeError::UnknownFamily(7),
+            ),
         ];
         for (name, bytes, expected) in cases {
             assert_eq!(decode(&bytes), Err(expected), "{name}");

@@ -1,5 +1,7 @@
 //! Failed calls: what the kernel programs count and record about them.
 
+use std::collections::BTreeMap;
+
 use port_monitor_common::{Operation, maps::ErrorKey};
 
 use super::{NetnsId, Protocol, errno};
@@ -70,4 +72,50 @@ pub struct Caller {
     pub tgid: u32,
     pub pid: u32,
     pub comm: String,
+}
+
+/// Failed-call counts by namespace and kind, as the kernel programs counted them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Failures(BTreeMap<NetnsId, BTreeMap<FailureKind, u64>>);
+
+impl Failures {
+    /// The counts of the kernel's `counts` that `admit` lets through.
+    pub fn from_counts(
+        counts: &[(ErrorKey, u64)],
+        mut admit: impl FnMut(&ErrorKey) -> bool,
+    ) -> Self {
+        let mut failures: BTreeMap<NetnsId, BTreeMap<FailureKind, u64>> = BTreeMap::new();
+        for (key, count) in counts {
+            if !admit(key) {
+                continue;
+            }
+            if let Some(kind) = FailureKind::from_key(key) {
+                *failures
+                    .entry(key.netns)
+                    .or_default()
+                    .entry(kind)
+                    .or_default() += count;
+            }
+        }
+        Self(failures)
+    }
+
+    /// Every count, by namespace and kind.
+    pub fn iter(&self) -> impl Iterator<Item = (NetnsId, FailureKind, u64)> + '_ {
+        self.0.iter().flat_map(|(&netns, kinds)| {
+            kinds
+                .iter()
+                .map(move |(&kind, &count)| (netns, kind, count))
+        })
+    }
+
+    /// Namespaces with counts.
+    pub fn namespaces(&self) -> impl Iterator<Item = NetnsId> + '_ {
+        self.0.keys().copied()
+    }
+
+    /// Drops a namespace's counts.
+    pub fn remove(&mut self, netns: NetnsId) {
+        self.0.remove(&netns);
+    }
 }

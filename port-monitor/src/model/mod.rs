@@ -10,28 +10,32 @@
 //! Nothing here does I/O; the exporter renders this state at scrape time.
 
 pub mod anomalies;
+mod anomaly_book;
 pub mod consistency;
 pub mod errno;
 mod failures;
 pub mod headroom;
+mod lifecycle;
 mod namespace;
 pub mod ports;
+mod settings;
 pub mod sockets;
+mod stats;
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
-    net::SocketAddr,
-};
-
-use port_monitor_common::{Operation, maps::ErrorKey};
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use self::{
     anomalies::AnomalyKind,
-    failures::{Caller, Failure, FailureKind},
+    anomaly_book::LastAnomaly,
+    failures::{Caller, Failure, FailureKind, Failures},
+    lifecycle::Retired,
     namespace::{EphemeralRange, NamespaceGauges, NamespaceSnapshot},
     ports::{PortConfig, PortRange, PortSet, TimeWaitReuse},
+    settings::{Settings, Timing},
     sockets::{Binder, BoundConnection, Destination, Socket, SocketTally, TcpState},
+    stats::{KernelCounters, SelfStats},
 };
+use self::{anomaly_book::AnomalyBook, lifecycle::Lifecycle};
 
 /// A network namespace, by the inode number of its `/proc/<pid>/ns/net`.
 pub type NetnsId = u32;
@@ -71,197 +75,25 @@ impl Protocol {
     }
 }
 
-/// The kernel programs' counters, read from their maps: absolute values since they loaded.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KernelCounters {
-    /// Failed calls by key, summed over CPUs.
-    pub errors: Vec<(ErrorKey, u64)>,
-    /// TCP state transitions, node-wide.
-    pub transitions: consistency::Transitions,
-    /// Records dropped because the ring buffer was full.
-    pub events_lost: u64,
-    /// Failed calls not counted because the error map was full.
-    pub error_keys_dropped: u64,
-    /// Port failures not counted because their map was full.
-    pub port_failure_keys_dropped: u64,
-    /// Bound sockets not tracked because their map was full.
-    pub bound_sockets_dropped: u64,
-}
-
-/// Counts about port-monitor itself.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct SelfStats {
-    /// Ring buffer records received, by operation.
-    pub events: BTreeMap<Operation, u64>,
-    pub events_lost: u64,
-    /// Ring buffer records that did not decode.
-    pub events_undecodable: u64,
-    pub error_keys_dropped: u64,
-    pub port_failure_keys_dropped: u64,
-    pub bound_sockets_dropped: u64,
-    /// Snapshots of all namespaces completed.
-    pub snapshots: u64,
-    /// Seconds the latest snapshot of all namespaces took.
-    pub last_snapshot_seconds: f64,
-    /// Namespaces that could not be read, summed over snapshots.
-    pub snapshot_failures: u64,
-    /// Namespaces the latest snapshot could not read: their gauges are the previous ones.
-    pub unreadable_namespaces: usize,
-    /// Namespaces of the latest snapshot whose port sysctls could not be read: their
-    /// ephemeral range gauges are missing.
-    pub unreadable_sysctls: usize,
-    /// Sockets the counted TCP transitions could not explain, summed over snapshots
-    /// (see [`consistency`]).
-    pub snapshot_corrections: u64,
-}
-
-/// What the model is told to compute: the configuration file's values (`config`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Settings {
-    /// TCP destinations per namespace with their own series.
-    pub top_destinations: usize,
-    /// Whether destination series tell source addresses apart (`src_addr`).
-    pub destination_source_address: bool,
-    /// Utilization ratio from which a destination is near exhaustion.
-    pub near_exhaustion_ratio: f64,
-    /// Share of capacity above which `TIME_WAIT` toward one destination accumulates.
-    pub time_wait_share: f64,
-    /// When refused connections make a port scan.
-    pub port_scan: anomalies::PortScanLimits,
-    /// Connections a second, opened and closed between snapshots toward one destination,
-    /// that make churn.
-    pub churn_per_second: f64,
-}
-
-/// When a snapshot was taken, for rates.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Timing {
-    /// How long reading every namespace took.
-    pub duration_seconds: f64,
-    /// When it began, in seconds on a monotonic clock (the daemon's start, say).
-    pub started_seconds: f64,
-}
-
-impl Default for Settings {
-    /// The defaults of the configuration file (docs/configuration.md), written only here.
-    fn default() -> Self {
-        Self {
-            top_destinations: 5,
-            destination_source_address: true,
-            near_exhaustion_ratio: 0.8,
-            time_wait_share: 0.5,
-            port_scan: anomalies::PortScanLimits {
-                window_ns: 10_000_000_000,
-                refused: 100,
-                distinct_ports: 20,
-            },
-            churn_per_second: 100.0,
-        }
-    }
-}
-
-/// Everything the exporter shows.
+/// Everything the exporter shows: gauges per namespace from the latest snapshot, the kernel's
+/// counters, anomalies, and the model's own bookkeeping, each in its own part.
 #[derive(Debug, Default)]
 pub struct Model {
     settings: Settings,
     namespaces: BTreeMap<NetnsId, NamespaceGauges>,
-    failures: BTreeMap<NetnsId, BTreeMap<FailureKind, u64>>,
+    failures: Failures,
     transitions: consistency::Transitions,
     stats: SelfStats,
-    /// Namespaces with counters but not found by the latest discovery: retired if the next
-    /// one does not find them either.
-    unseen: BTreeSet<NetnsId>,
-    /// Kernel map entries still to be deleted: of namespaces that are gone (any cookie), and
-    /// of earlier namespaces whose inode number a new one has taken (their cookie).
-    retired: BTreeSet<Retired>,
-    /// Each namespace's cookie, from its latest snapshot.
-    cookies: BTreeMap<NetnsId, u64>,
+    lifecycle: Lifecycle,
     consistency: consistency::Consistency,
-    crossings: anomalies::Crossings,
-    port_scans: anomalies::PortScans,
-    /// Each namespace's connections at its previous snapshot (hashed 4-tuples), and when that
-    /// snapshot began.
-    previous_connections: HashMap<NetnsId, (f64, HashSet<u64>)>,
-    /// Namespaces missing from the latest snapshot but present in the one before: their
-    /// anomaly bookkeeping is kept one more snapshot, as their counters are, so that one
-    /// missed discovery does not count their anomalies again.
-    absent_once: BTreeSet<NetnsId>,
-    last_anomaly: BTreeMap<AnomalyKind, Latest>,
-}
-
-/// What a bound-then-connected socket is about: its port and where it went.
-fn describe_bound(bound: &BoundConnection) -> String {
-    format!(
-        "port {} bound by {} before connecting to {}",
-        bound.local.port(),
-        bound.binder.comm(),
-        bound.remote
-    )
-}
-
-/// Kernel counters to delete: a namespace's, or only those of one cookie (`Some`) under that
-/// inode number.
-pub type Retired = (NetnsId, Option<u64>);
-
-/// The most recent anomaly of a kind: where, who (when the kernel saw the caller), and what.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LastAnomaly {
-    pub netns: NetnsId,
-    pub caller: Option<Caller>,
-    pub cgroup_id: Option<u64>,
-    /// The destination, address or port it is about.
-    pub subject: String,
-}
-
-/// A [`LastAnomaly`] as the model keeps it: a failed call's subject is described only when it
-/// is shown. Failure records can come by the million a second and only the last one of each
-/// kind is ever shown, while formatting the addresses of every one was most of the cost of
-/// absorbing a record (benches/aggregator.rs).
-#[derive(Clone, Debug)]
-struct Latest {
-    netns: NetnsId,
-    caller: Option<Caller>,
-    cgroup_id: Option<u64>,
-    subject: Subject,
-}
-
-#[derive(Clone, Debug)]
-enum Subject {
-    /// Described when it happened: a condition a snapshot showed, a port scan.
-    Described(String),
-    /// A failed call's local address, and its destination for a connect.
-    Call {
-        local: SocketAddr,
-        remote: Option<SocketAddr>,
-    },
-}
-
-impl Latest {
-    fn shown(&self) -> LastAnomaly {
-        LastAnomaly {
-            netns: self.netns,
-            caller: self.caller.clone(),
-            cgroup_id: self.cgroup_id,
-            subject: match &self.subject {
-                Subject::Described(subject) => subject.clone(),
-                Subject::Call {
-                    local,
-                    remote: Some(remote),
-                } => format!("{} -> {remote}", local.ip()),
-                Subject::Call {
-                    local,
-                    remote: None,
-                } => local.to_string(),
-            },
-        }
-    }
+    anomalies: AnomalyBook,
 }
 
 impl Model {
     #[must_use]
     pub fn new(settings: Settings) -> Self {
         Self {
-            port_scans: anomalies::PortScans::new(settings.port_scan),
+            anomalies: AnomalyBook::new(&settings),
             settings,
             ..Self::default()
         }
@@ -277,18 +109,11 @@ impl Model {
         failed: &[NetnsId],
         timing: Timing,
     ) -> Vec<(NetnsId, AnomalyKind, String)> {
-        for snapshot in snapshots {
-            let Some(cookie) = snapshot.cookie else {
-                continue;
-            };
-            if let Some(earlier) = self.cookies.insert(snapshot.netns, cookie)
-                && earlier != cookie
-            {
-                // The inode number was freed and given to a new namespace between two
-                // snapshots: nothing of the old one carries over.
-                self.forget_namespace(snapshot.netns);
-                self.retired.insert((snapshot.netns, Some(earlier)));
-            }
+        for replaced in self.lifecycle.note_cookies(snapshots) {
+            // The inode number was freed and given to a new namespace between two
+            // snapshots: nothing of the old one carries over.
+            self.failures.remove(replaced);
+            self.anomalies.forget(replaced);
         }
         let mut namespaces: BTreeMap<NetnsId, NamespaceGauges> = snapshots
             .iter()
@@ -304,6 +129,9 @@ impl Model {
                 namespaces.insert(*netns, previous);
             }
         }
+        // Namespaces the previous snapshot had and this one does not: their anomaly
+        // bookkeeping is kept one more snapshot, as their counters are, so that one missed
+        // discovery does not count their anomalies again.
         let absent: BTreeSet<NetnsId> = self
             .namespaces
             .keys()
@@ -313,104 +141,32 @@ impl Model {
         self.namespaces = namespaces;
         let mut happened = Vec::new();
         for snapshot in snapshots {
-            let churn = self.churn(snapshot, timing.started_seconds);
-            let Some(gauges) = self.namespaces.get(&snapshot.netns) else {
-                continue;
-            };
-            let conditions = anomalies::Conditions {
-                connection_churn: churn,
-                ..self.conditions(snapshot, gauges)
-            };
-            happened.extend(self.count_crossings(snapshot, conditions));
+            if let Some(gauges) = self.namespaces.get(&snapshot.netns) {
+                happened.extend(self.anomalies.observe(
+                    snapshot,
+                    gauges,
+                    timing.started_seconds,
+                    &self.settings,
+                ));
+            }
         }
         let seen: BTreeSet<NetnsId> = snapshots
             .iter()
             .map(|snapshot| snapshot.netns)
             .chain(failed.iter().copied())
             .collect();
-        // A namespace seen only by the kernel programs may have been created after discovery
-        // ran: give it one more interval before calling it gone.
-        let unseen: BTreeSet<NetnsId> = self
-            .failures
-            .keys()
-            .copied()
-            .filter(|netns| !seen.contains(netns))
-            .collect();
-        for netns in unseen.intersection(&self.unseen) {
-            self.failures.remove(netns);
-            self.retired.insert((*netns, None));
+        for gone in self
+            .lifecycle
+            .retire_unseen(self.failures.namespaces(), &seen)
+        {
+            self.failures.remove(gone);
         }
-        self.unseen = unseen
-            .into_iter()
-            .filter(|netns| !self.retired.contains(&(*netns, None)))
-            .collect();
-        self.stats.snapshots += 1;
-        self.stats.last_snapshot_seconds = timing.duration_seconds;
-        self.stats.snapshot_failures += failed.len() as u64;
-        self.stats.unreadable_namespaces = failed.len();
-        self.stats.unreadable_sysctls = snapshots
-            .iter()
-            .filter(|snapshot| snapshot.ports.is_none())
-            .count();
+        self.stats.note_snapshot(snapshots, failed, timing);
         let mut alive: BTreeSet<NetnsId> = self.known_namespaces();
         alive.extend(&absent);
-        self.absent_once = absent;
-        self.crossings.retain(|netns| alive.contains(&netns));
-        self.port_scans.retain(|netns| alive.contains(&netns));
-        self.previous_connections
-            .retain(|netns, _| alive.contains(netns));
-        self.last_anomaly
-            .retain(|_, last| alive.contains(&last.netns));
-        self.cookies.retain(|netns, _| alive.contains(netns));
+        self.anomalies.retain(|netns| alive.contains(&netns));
+        self.lifecycle.retain(|netns| alive.contains(&netns));
         happened
-    }
-
-    /// Counts the conditions a namespace's snapshot shows starting, and remembers the latest of
-    /// each kind; returns them, for the log.
-    fn count_crossings(
-        &mut self,
-        snapshot: &NamespaceSnapshot,
-        conditions: anomalies::Conditions,
-    ) -> Vec<(NetnsId, AnomalyKind, String)> {
-        let mut happened = Vec::new();
-        for (kind, subject) in self.crossings.update(snapshot.netns, conditions) {
-            // Bind before connect names the process the bind hook saw.
-            let binder = (kind == AnomalyKind::BindBeforeConnect)
-                .then(|| {
-                    let (_, by_process) = snapshot.sockets.bound_connections();
-                    by_process
-                        .values()
-                        .find(|bound| describe_bound(bound) == subject)
-                        .map(|bound| bound.binder)
-                })
-                .flatten();
-            self.last_anomaly.insert(
-                kind,
-                Latest {
-                    netns: snapshot.netns,
-                    caller: binder
-                        .filter(|binder| binder.tgid != 0)
-                        .map(|binder| Caller {
-                            tgid: binder.tgid,
-                            pid: binder.tgid,
-                            comm: binder.comm(),
-                        }),
-                    cgroup_id: binder.map(|binder| binder.cgroup_id).filter(|id| *id != 0),
-                    subject: Subject::Described(subject.clone()),
-                },
-            );
-            happened.push((snapshot.netns, kind, subject));
-        }
-        happened
-    }
-
-    /// Drops the anomaly bookkeeping and counters of a namespace.
-    fn forget_namespace(&mut self, netns: NetnsId) {
-        self.failures.remove(&netns);
-        self.crossings.retain(|known| known != netns);
-        self.port_scans.retain(|known| known != netns);
-        self.previous_connections.remove(&netns);
-        self.last_anomaly.retain(|_, last| last.netns != netns);
     }
 
     /// Checks the latest snapshot against the TCP transitions counted just before and just
@@ -442,33 +198,9 @@ impl Model {
 
     /// Replaces the counters with the kernel's current values.
     pub fn apply_kernel_counters(&mut self, counters: &KernelCounters) {
-        let mut failures: BTreeMap<NetnsId, BTreeMap<FailureKind, u64>> = BTreeMap::new();
-        for (key, count) in &counters.errors {
-            let current = self.cookies.get(&key.netns);
-            if key.netns_cookie != 0 && current.is_some_and(|cookie| *cookie != key.netns_cookie) {
-                // Counts of an earlier namespace with this inode number.
-                self.retired.insert((key.netns, Some(key.netns_cookie)));
-                continue;
-            }
-            if self.retired.contains(&(key.netns, None))
-                || self.retired.contains(&(key.netns, Some(key.netns_cookie)))
-            {
-                continue;
-            }
-            if let Some(kind) = FailureKind::from_key(key) {
-                *failures
-                    .entry(key.netns)
-                    .or_default()
-                    .entry(kind)
-                    .or_default() += count;
-            }
-        }
-        self.failures = failures;
+        self.failures = Failures::from_counts(&counters.errors, |key| self.lifecycle.admits(key));
         self.transitions.clone_from(&counters.transitions);
-        self.stats.events_lost = counters.events_lost;
-        self.stats.error_keys_dropped = counters.error_keys_dropped;
-        self.stats.port_failure_keys_dropped = counters.port_failure_keys_dropped;
-        self.stats.bound_sockets_dropped = counters.bound_sockets_dropped;
+        self.stats.note_kernel_counters(counters);
     }
 
     /// Counts records from the kernel programs that did not decode.
@@ -480,114 +212,7 @@ impl Model {
     /// for the log.
     pub fn apply_failure(&mut self, failure: &Failure) -> Option<String> {
         *self.stats.events.entry(failure.kind.operation).or_default() += 1;
-        if failure.kind.is_refused()
-            && let Some(remote) = failure.remote
-            && let Some(scan) = self.port_scans.record(
-                failure.netns,
-                failure.cgroup_id.unwrap_or(0),
-                failure.timestamp_ns,
-                remote.port(),
-            )
-        {
-            self.last_anomaly.insert(
-                AnomalyKind::PortScan,
-                Latest {
-                    netns: failure.netns,
-                    caller: None,
-                    cgroup_id: failure.cgroup_id,
-                    subject: Subject::Described(scan.clone()),
-                },
-            );
-            return Some(scan);
-        }
-        let kind = if failure.kind.is_exhaustion() {
-            AnomalyKind::PortExhaustion
-        } else if failure.kind.is_bind_conflict() {
-            AnomalyKind::BindConflict
-        } else {
-            return None;
-        };
-        self.last_anomaly.insert(
-            kind,
-            Latest {
-                netns: failure.netns,
-                caller: failure.caller.clone(),
-                cgroup_id: failure.cgroup_id,
-                subject: Subject::Call {
-                    local: failure.local,
-                    remote: failure.remote,
-                },
-            },
-        );
-        None
-    }
-
-    /// Destinations with connections opened and closed since the namespace's previous
-    /// snapshot (a `TIME_WAIT` socket whose connection that snapshot did not list) at more
-    /// than the churn rate. Remembers this snapshot's connections for the next.
-    fn churn(&mut self, snapshot: &NamespaceSnapshot, started: f64) -> BTreeSet<Destination> {
-        let current = snapshot.sockets.connections().clone();
-        let Some((then, previous)) = self
-            .previous_connections
-            .insert(snapshot.netns, (started, current))
-        else {
-            return BTreeSet::new();
-        };
-        // Since this namespace's own previous read: a read that failed in between makes the
-        // interval longer than the node's.
-        let seconds = started - then;
-        if seconds <= 0.0 {
-            return BTreeSet::new();
-        }
-        let mut churned: BTreeMap<Destination, u32> = BTreeMap::new();
-        for (destination, tuple) in snapshot.sockets.time_wait() {
-            if !previous.contains(tuple) {
-                *churned.entry(*destination).or_default() += 1;
-            }
-        }
-        churned
-            .into_iter()
-            .filter(|(_, count)| f64::from(*count) / seconds > self.settings.churn_per_second)
-            .map(|(destination, _)| destination)
-            .collect()
-    }
-
-    /// The anomalous conditions a namespace's snapshot shows.
-    fn conditions(
-        &self,
-        snapshot: &NamespaceSnapshot,
-        gauges: &NamespaceGauges,
-    ) -> anomalies::Conditions {
-        let Some(ports) = &snapshot.ports else {
-            return anomalies::Conditions::default();
-        };
-        let capacity = f64::from(ports.capacity().max(1));
-        let destinations = gauges.headroom.all.values();
-        anomalies::Conditions {
-            connection_churn: BTreeSet::new(),
-            near_exhaustion: destinations
-                .clone()
-                .filter(|use_| use_.ratio >= self.settings.near_exhaustion_ratio)
-                .map(|use_| use_.destination)
-                .collect(),
-            time_wait_accumulation: destinations
-                .filter(|use_| f64::from(use_.time_wait) / capacity > self.settings.time_wait_share)
-                .map(|use_| use_.destination)
-                .collect(),
-            listeners_in_ephemeral_range: snapshot
-                .sockets
-                .listening()
-                .iter()
-                .filter(|port| ports.ephemeral.contains(port) && !ports.reserved.contains(*port))
-                .collect(),
-            bind_before_connect: snapshot
-                .sockets
-                .bound_connections()
-                .1
-                .iter()
-                .map(|(tgid, bound)| (*tgid, describe_bound(bound)))
-                .collect(),
-        }
+        self.anomalies.record(failure)
     }
 
     /// Anomalies by namespace and kind, every known namespace at 0 for every kind.
@@ -597,15 +222,10 @@ impl Model {
             .known_namespaces()
             .into_iter()
             .flat_map(|netns| {
-                AnomalyKind::ALL.map(|kind| {
-                    let count = match kind {
-                        AnomalyKind::PortScan => self.port_scans.count(netns),
-                        kind => self.crossings.count(netns, kind),
-                    };
-                    ((netns, kind), count)
-                })
+                AnomalyKind::ALL.map(|kind| ((netns, kind), self.anomalies.count(netns, kind)))
             })
             .collect();
+        // Failed calls are counted in the kernel: exact, whatever records were lost.
         for (netns, kind, count) in self.failures() {
             let anomaly = if kind.is_exhaustion() {
                 AnomalyKind::PortExhaustion
@@ -621,22 +241,18 @@ impl Model {
 
     /// The most recent anomaly of each kind.
     pub fn last_anomalies(&self) -> impl Iterator<Item = (AnomalyKind, LastAnomaly)> + '_ {
-        self.last_anomaly
-            .iter()
-            .map(|(kind, latest)| (*kind, latest.shown()))
+        self.anomalies.latest()
     }
 
-    /// Namespaces that are gone and whose kernel map entries should now be deleted.
+    /// Kernel map entries (of namespaces gone or replaced) that should now be deleted.
     #[must_use]
     pub fn retired(&self) -> Vec<Retired> {
-        self.retired.iter().copied().collect()
+        self.lifecycle.retired()
     }
 
     /// Marks the kernel map entries of `retired` as deleted.
     pub fn forget_retired(&mut self, retired: &[Retired]) {
-        for retired in retired {
-            self.retired.remove(retired);
-        }
+        self.lifecycle.forget_retired(retired);
     }
 
     /// Namespaces with gauges, by id.
@@ -647,13 +263,9 @@ impl Model {
     }
 
     /// Failed-call counters of every namespace, including one counted by the kernel programs
-    /// before discovery found it. Every namespace with gauges has its exhaustion counters at 0.
+    /// before discovery found it.
     pub fn failures(&self) -> impl Iterator<Item = (NetnsId, FailureKind, u64)> + '_ {
-        self.failures.iter().flat_map(|(&netns, kinds)| {
-            kinds
-                .iter()
-                .map(move |(&kind, &count)| (netns, kind, count))
-        })
+        self.failures.iter()
     }
 
     /// Namespaces that appear in any series.
@@ -661,8 +273,8 @@ impl Model {
     pub fn known_namespaces(&self) -> BTreeSet<NetnsId> {
         self.namespaces
             .keys()
-            .chain(self.failures.keys())
             .copied()
+            .chain(self.failures.namespaces())
             .collect()
     }
 
@@ -681,7 +293,7 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
-    use port_monitor_common::{PROTOCOL_TCP, maps::ErrorKey};
+    use port_monitor_common::{Operation, PROTOCOL_TCP, maps::ErrorKey};
 
     use super::*;
 

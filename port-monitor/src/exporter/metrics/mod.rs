@@ -2,21 +2,48 @@
 //! only the model: no I/O and no work per socket, so a scrape costs the same whether the node
 //! has a thousand sockets or a million.
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, PoisonError, RwLock},
-};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use port_monitor_common::Operation;
 use prometheus::{
     core::{Collector, Desc},
     proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType},
 };
 
-use crate::{
-    kernel::{self, Hook},
-    model::{Model, NetnsId, Protocol, errno},
+use crate::{kernel::Hook, model::Model};
+
+mod anomalies;
+mod failures;
+mod headroom;
+mod namespace;
+mod own;
+
+pub use self::{
+    anomalies::{ANOMALIES, ANOMALY_LAST_INFO},
+    failures::{BIND_ERRORS, CONNECT_ERRORS, PORT_EXHAUSTION},
+    headroom::{
+        BIND_BEFORE_CONNECT, DESTINATION_PORTS_IN_USE, DESTINATION_UTILIZATION, UTILIZATION_MAX,
+    },
+    namespace::{
+        EPHEMERAL_PORTS_CAPACITY, EPHEMERAL_PORTS_RESERVED, EPHEMERAL_RANGE_MAX,
+        EPHEMERAL_RANGE_MIN, NAMESPACE_INFO, NETNS_WORKLOAD_INFO, PORTS_IN_USE, SOCKETS,
+    },
+    own::{
+        BUILD_INFO, DEGRADED, EVENTS, EVENTS_LOST, EVENTS_UNDECODABLE, KERNEL_MAP_FULL, NAMESPACES,
+        PROGRAM_INFO, SNAPSHOT_CORRECTIONS, SNAPSHOT_DURATION, SNAPSHOT_FAILURES, SNAPSHOTS,
+        TCP_TRANSITIONS,
+    },
 };
+
+/// Every family rendered from the model, in exposition order: each file's own, family by
+/// family.
+pub fn all() -> impl Iterator<Item = &'static Spec> {
+    namespace::SPECS
+        .into_iter()
+        .chain(headroom::SPECS)
+        .chain(failures::SPECS)
+        .chain(anomalies::SPECS)
+        .chain(own::SPECS)
+}
 
 /// A metric's name, type, help and label names: the contract dashboards and alerts rely on.
 pub struct Spec {
@@ -26,7 +53,11 @@ pub struct Spec {
     pub labels: &'static [&'static str],
 }
 
-const fn gauge(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Spec {
+pub(super) const fn gauge(
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+) -> Spec {
     Spec {
         name,
         kind: MetricType::GAUGE,
@@ -35,7 +66,11 @@ const fn gauge(name: &'static str, help: &'static str, labels: &'static [&'stati
     }
 }
 
-const fn counter(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Spec {
+pub(super) const fn counter(
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+) -> Spec {
     Spec {
         name,
         kind: MetricType::COUNTER,
@@ -44,199 +79,14 @@ const fn counter(name: &'static str, help: &'static str, labels: &'static [&'sta
     }
 }
 
-pub const PORTS_IN_USE: Spec = gauge(
-    "port_monitor_ports_in_use",
-    "Distinct local ports held by sockets, by port range.",
-    &["netns", "protocol", "range"],
-);
-pub const SOCKETS: Spec = gauge(
-    "port_monitor_sockets",
-    "Sockets by state, as the kernel's socket tables list them.",
-    &["netns", "protocol", "state"],
-);
-pub const DESTINATION_PORTS_IN_USE: Spec = gauge(
-    "port_monitor_destination_ports_in_use",
-    "Ephemeral ports held by TCP sockets toward one destination, TIME_WAIT included, for the namespace's busiest destinations.",
-    &["netns", "protocol", "src_addr", "dst_addr", "dst_port"],
-);
-pub const DESTINATION_UTILIZATION: Spec = gauge(
-    "port_monitor_destination_utilization_ratio",
-    "Share of the namespace's ephemeral ports a connect() toward this destination can no longer use: its own plus those held by bind().",
-    &["netns", "protocol", "src_addr", "dst_addr", "dst_port"],
-);
-pub const UTILIZATION_MAX: Spec = gauge(
-    "port_monitor_ephemeral_utilization_max_ratio",
-    "The highest utilization ratio in the namespace, over every TCP destination or UDP local address.",
-    &["netns", "protocol"],
-);
-pub const EPHEMERAL_RANGE_MIN: Spec = gauge(
-    "port_monitor_ephemeral_range_min",
-    "Lowest port of the namespace's ip_local_port_range.",
-    &["netns"],
-);
-pub const EPHEMERAL_RANGE_MAX: Spec = gauge(
-    "port_monitor_ephemeral_range_max",
-    "Highest port of the namespace's ip_local_port_range.",
-    &["netns"],
-);
-pub const EPHEMERAL_PORTS_RESERVED: Spec = gauge(
-    "port_monitor_ephemeral_ports_reserved",
-    "Ports of ip_local_reserved_ports inside the ephemeral range.",
-    &["netns"],
-);
-pub const EPHEMERAL_PORTS_CAPACITY: Spec = gauge(
-    "port_monitor_ephemeral_ports_capacity",
-    "Ports the kernel can hand out automatically: the ephemeral range minus reserved ports.",
-    &["netns"],
-);
-pub const BIND_BEFORE_CONNECT: Spec = gauge(
-    "port_monitor_bind_before_connect_sockets",
-    "Connected TCP sockets whose local port came from bind(): each port is lost to every destination; only namespaces that have some.",
-    &["netns"],
-);
-pub const NAMESPACE_INFO: Spec = gauge(
-    "port_monitor_namespace_info",
-    "A network namespace with its name under /var/run/netns (empty when it has none).",
-    &["netns", "name"],
-);
-pub const NETNS_WORKLOAD_INFO: Spec = gauge(
-    "port_monitor_netns_workload_info",
-    "The pod and container a network namespace belongs to, from a process's cgroup path.",
-    &["netns", "pod_uid", "container_id", "runtime"],
-);
-pub const CONNECT_ERRORS: Spec = counter(
-    "port_monitor_connect_errors_total",
-    "connect() calls that failed, by errno.",
-    &["netns", "protocol", "errno"],
-);
-pub const BIND_ERRORS: Spec = counter(
-    "port_monitor_bind_errors_total",
-    "bind() calls that failed, by errno.",
-    &["netns", "protocol", "errno"],
-);
-pub const PORT_EXHAUSTION: Spec = counter(
-    "port_monitor_port_exhaustion_total",
-    "Calls that failed because no local port was free: TCP connect() with EADDRNOTAVAIL, bind(port 0) with EADDRINUSE, UDP autobind with EAGAIN.",
-    &["netns", "protocol", "operation"],
-);
-pub const ANOMALIES: Spec = counter(
-    "port_monitor_anomalies_total",
-    "Anomalies by kind, counted when they happen (docs/metrics.md defines each kind).",
-    &["netns", "kind"],
-);
-pub const ANOMALY_LAST_INFO: Spec = gauge(
-    "port_monitor_anomaly_last_info",
-    "The most recent anomaly of each kind: where, what, and the process when the kernel saw it.",
-    &["kind", "netns", "subject", "comm", "pid", "cgroup_id"],
-);
-pub const TCP_TRANSITIONS: Spec = counter(
-    "port_monitor_tcp_state_transitions_total",
-    "TCP state changes on the node, all namespaces together.",
-    &["from", "to"],
-);
-pub const EVENTS: Spec = counter(
-    "port_monitor_events_total",
-    "Records received from the kernel programs, by kind.",
-    &["kind"],
-);
-pub const EVENTS_LOST: Spec = counter(
-    "port_monitor_events_lost_total",
-    "Records the kernel programs dropped because the ring buffer was full (their counts were still kept).",
-    &[],
-);
-pub const EVENTS_UNDECODABLE: Spec = counter(
-    "port_monitor_events_undecodable_total",
-    "Records from the kernel programs that could not be decoded (a daemon and programs of different builds).",
-    &[],
-);
-pub const KERNEL_MAP_FULL: Spec = counter(
-    "port_monitor_kernel_map_full_total",
-    "Updates the kernel programs could not make because a map was full.",
-    &["map"],
-);
-pub const SNAPSHOTS: Spec = counter(
-    "port_monitor_snapshots_total",
-    "Snapshots of every namespace's socket tables taken.",
-    &[],
-);
-pub const SNAPSHOT_FAILURES: Spec = counter(
-    "port_monitor_snapshot_failures_total",
-    "Namespaces whose socket tables could not be read in a snapshot (their previous gauges stand).",
-    &[],
-);
-pub const DEGRADED: Spec = gauge(
-    "port_monitor_degraded",
-    "What port-monitor cannot see now, by reason: namespaces the latest snapshot could not read (namespace_unreadable: their gauges are the previous ones) or read without their port sysctls (sysctl_unreadable: no ephemeral range gauges); 1 when a collector's kernel hooks could not be attached or are not cheap on this kernel (bind_hooks_unavailable, autobind_hooks_unavailable, bound_sockets_unavailable: see the log). 0 when all is seen.",
-    &["reason"],
-);
-pub const SNAPSHOT_CORRECTIONS: Spec = counter(
-    "port_monitor_snapshot_corrections_total",
-    "Sockets the socket tables showed that the TCP state changes counted in between could not explain.",
-    &[],
-);
-pub const SNAPSHOT_DURATION: Spec = gauge(
-    "port_monitor_snapshot_duration_seconds",
-    "How long the latest snapshot of every namespace took.",
-    &[],
-);
-pub const NAMESPACES: Spec = gauge(
-    "port_monitor_namespaces",
-    "Network namespaces found on the node in the latest snapshot.",
-    &[],
-);
-pub const PROGRAM_INFO: Spec = gauge(
-    "port_monitor_program_info",
-    "A kernel program port-monitor attached, and where.",
-    &["program", "hook"],
-);
-pub const BUILD_INFO: Spec = gauge(
-    "port_monitor_build_info",
-    "The version of port-monitor running; always 1.",
-    &["version", "revision"],
-);
-
-/// Every family rendered from the model, in exposition order.
-pub const ALL: [&Spec; 30] = [
-    &PORTS_IN_USE,
-    &SOCKETS,
-    &DESTINATION_PORTS_IN_USE,
-    &DESTINATION_UTILIZATION,
-    &UTILIZATION_MAX,
-    &EPHEMERAL_RANGE_MIN,
-    &EPHEMERAL_RANGE_MAX,
-    &EPHEMERAL_PORTS_RESERVED,
-    &EPHEMERAL_PORTS_CAPACITY,
-    &BIND_BEFORE_CONNECT,
-    &NAMESPACE_INFO,
-    &NETNS_WORKLOAD_INFO,
-    &CONNECT_ERRORS,
-    &BIND_ERRORS,
-    &PORT_EXHAUSTION,
-    &ANOMALIES,
-    &ANOMALY_LAST_INFO,
-    &TCP_TRANSITIONS,
-    &EVENTS,
-    &EVENTS_LOST,
-    &EVENTS_UNDECODABLE,
-    &KERNEL_MAP_FULL,
-    &SNAPSHOTS,
-    &SNAPSHOT_FAILURES,
-    &DEGRADED,
-    &SNAPSHOT_CORRECTIONS,
-    &SNAPSHOT_DURATION,
-    &NAMESPACES,
-    &PROGRAM_INFO,
-    &BUILD_INFO,
-];
-
 /// One metric family being filled in.
-struct Family<'a> {
+pub(super) struct Family<'a> {
     spec: &'a Spec,
     metrics: Vec<Metric>,
 }
 
 impl<'a> Family<'a> {
-    fn new(spec: &'a Spec) -> Self {
+    pub(super) fn new(spec: &'a Spec) -> Self {
         Self {
             spec,
             metrics: Vec::new(),
@@ -244,7 +94,7 @@ impl<'a> Family<'a> {
     }
 
     /// Adds a series; `values` are the label values in the order of `spec.labels`.
-    fn add(&mut self, values: &[&str], value: f64) {
+    pub(super) fn add(&mut self, values: &[&str], value: f64) {
         debug_assert_eq!(values.len(), self.spec.labels.len(), "{}", self.spec.name);
         let labels = self
             .spec
@@ -297,258 +147,14 @@ pub struct Static {
 /// Renders the model and the static facts as metric families.
 #[must_use]
 pub fn render(model: &Model, fixed: &Static) -> Vec<MetricFamily> {
-    namespace_gauges(model)
+    namespace::render(model)
         .into_iter()
-        .chain(failure_counters(model))
-        .chain(anomalies(model))
-        .chain(self_metrics(model, fixed))
+        .chain(headroom::render(model))
+        .chain(failures::render(model))
+        .chain(anomalies::render(model))
+        .chain(own::render(model, fixed))
         .filter_map(Family::finish)
         .collect()
-}
-
-#[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
-fn namespace_gauges(model: &Model) -> [Family<'static>; 12] {
-    let mut ports = Family::new(&PORTS_IN_USE);
-    let mut sockets = Family::new(&SOCKETS);
-    let mut destination_ports = Family::new(&DESTINATION_PORTS_IN_USE);
-    let mut destination_ratio = Family::new(&DESTINATION_UTILIZATION);
-    let mut max_ratio = Family::new(&UTILIZATION_MAX);
-    let mut range_min = Family::new(&EPHEMERAL_RANGE_MIN);
-    let mut range_max = Family::new(&EPHEMERAL_RANGE_MAX);
-    let mut reserved = Family::new(&EPHEMERAL_PORTS_RESERVED);
-    let mut capacity = Family::new(&EPHEMERAL_PORTS_CAPACITY);
-    let mut bound_connections = Family::new(&BIND_BEFORE_CONNECT);
-    let mut info = Family::new(&NAMESPACE_INFO);
-    let mut workloads = Family::new(&NETNS_WORKLOAD_INFO);
-    for (netns, gauges) in model.namespaces() {
-        let netns = netns.to_string();
-        for (protocol, range, count) in gauges.ports_in_use() {
-            ports.add(&[&netns, protocol.label(), range.label()], f64::from(count));
-        }
-        for (protocol, state, count) in gauges.sockets() {
-            sockets.add(
-                &[&netns, protocol.label(), state.label_for(protocol)],
-                count as f64,
-            );
-        }
-        if let Some(range) = gauges.ephemeral {
-            range_min.add(&[&netns], f64::from(range.min));
-            range_max.add(&[&netns], f64::from(range.max));
-            reserved.add(&[&netns], f64::from(range.reserved));
-            capacity.add(&[&netns], f64::from(range.capacity));
-        }
-        if gauges.bound_connections > 0 {
-            bound_connections.add(&[&netns], gauges.bound_connections as f64);
-        }
-        info.add(&[&netns, gauges.name.as_deref().unwrap_or("")], 1.0);
-        let workload = &gauges.workload;
-        if workload.is_known() {
-            let labels = [
-                netns.as_str(),
-                workload.pod_uid.as_deref().unwrap_or(""),
-                workload.container_id.as_deref().unwrap_or(""),
-                workload.runtime.unwrap_or(""),
-            ];
-            workloads.add(&labels, 1.0);
-        }
-        for use_ in &gauges.headroom.top {
-            let destination = &use_.destination;
-            let (source, address, port) = (
-                if destination.source.is_unspecified() {
-                    String::new()
-                } else {
-                    destination.source.to_string()
-                },
-                destination.address.to_string(),
-                destination.port.to_string(),
-            );
-            let labels = [netns.as_str(), "tcp", &source, &address, &port];
-            destination_ports.add(&labels, f64::from(use_.ports));
-            destination_ratio.add(&labels, use_.ratio);
-        }
-        for (protocol, ratio) in &gauges.headroom.max_ratio {
-            max_ratio.add(&[&netns, protocol.label()], *ratio);
-        }
-    }
-    [
-        ports,
-        sockets,
-        destination_ports,
-        destination_ratio,
-        max_ratio,
-        range_min,
-        range_max,
-        reserved,
-        capacity,
-        bound_connections,
-        info,
-        workloads,
-    ]
-}
-
-#[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
-fn failure_counters(model: &Model) -> [Family<'static>; 3] {
-    // Exhaustion series exist at 0 for every known namespace, so that rate() and increase()
-    // see the first failure instead of a series appearing out of nowhere.
-    let mut exhausted: BTreeMap<(NetnsId, Protocol, Operation), u64> = model
-        .known_namespaces()
-        .into_iter()
-        .flat_map(|netns| {
-            EXHAUSTION_SERIES.map(|(protocol, operation)| ((netns, protocol, operation), 0))
-        })
-        .collect();
-    // The kernel keeps "was the port automatic" apart; the error families do not show it,
-    // so those counts are summed here.
-    let mut errors: BTreeMap<(Operation, NetnsId, Protocol, u16), u64> = BTreeMap::new();
-    for (netns, kind, count) in model.failures() {
-        *errors
-            .entry((kind.operation, netns, kind.protocol, kind.errno))
-            .or_default() += count;
-        if kind.is_exhaustion() {
-            *exhausted
-                .entry((netns, kind.protocol, kind.operation))
-                .or_default() += count;
-        }
-    }
-    let mut connect = Family::new(&CONNECT_ERRORS);
-    let mut bind = Family::new(&BIND_ERRORS);
-    for ((operation, netns, protocol, errno), count) in errors {
-        let (netns, errno) = (netns.to_string(), errno::name(errno));
-        let labels = [netns.as_str(), protocol.label(), errno.as_str()];
-        match operation {
-            Operation::Connect => connect.add(&labels, count as f64),
-            Operation::Bind => bind.add(&labels, count as f64),
-            // Always exhaustion, counted below; which call it was is not kept.
-            Operation::Autobind => {}
-        }
-    }
-    let mut exhaustion = Family::new(&PORT_EXHAUSTION);
-    for ((netns, protocol, operation), count) in exhausted {
-        let labels = [
-            &netns.to_string(),
-            protocol.label(),
-            operation_label(operation),
-        ];
-        exhaustion.add(&labels, count as f64);
-    }
-    [connect, bind, exhaustion]
-}
-
-#[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
-fn anomalies(model: &Model) -> [Family<'static>; 2] {
-    let mut counts = Family::new(&ANOMALIES);
-    for ((netns, kind), count) in model.anomalies() {
-        counts.add(&[&netns.to_string(), kind.label()], count as f64);
-    }
-    let mut last = Family::new(&ANOMALY_LAST_INFO);
-    for (kind, anomaly) in model.last_anomalies() {
-        let caller = anomaly.caller.as_ref();
-        let (pid, cgroup) = (
-            caller
-                .map(|caller| caller.tgid.to_string())
-                .unwrap_or_default(),
-            anomaly
-                .cgroup_id
-                .map(|cgroup| cgroup.to_string())
-                .unwrap_or_default(),
-        );
-        let labels = [
-            kind.label(),
-            &anomaly.netns.to_string(),
-            &anomaly.subject,
-            caller.map_or("", |caller| caller.comm.as_str()),
-            &pid,
-            &cgroup,
-        ];
-        last.add(&labels, 1.0);
-    }
-    [counts, last]
-}
-
-#[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
-fn self_metrics<'a>(model: &Model, fixed: &'a Static) -> Vec<Family<'a>> {
-    let single = |spec, value: f64| {
-        let mut family = Family::new(spec);
-        family.add(&[], value);
-        family
-    };
-    let mut transitions = Family::new(&TCP_TRANSITIONS);
-    for (old, new, count) in model.transitions() {
-        transitions.add(&[old.label(), new.label()], count as f64);
-    }
-    let stats = model.stats();
-    let mut events = Family::new(&EVENTS);
-    for operation in OPERATIONS {
-        let count = stats.events.get(&operation).copied().unwrap_or_default();
-        events.add(&[event_kind_label(operation)], count as f64);
-    }
-    let mut map_full = Family::new(&KERNEL_MAP_FULL);
-    map_full.add(&["bound_sockets"], stats.bound_sockets_dropped as f64);
-    map_full.add(&["port_failures"], stats.port_failure_keys_dropped as f64);
-    map_full.add(&["socket_errors"], stats.error_keys_dropped as f64);
-    let mut programs = Family::new(&PROGRAM_INFO);
-    for hook in &fixed.hooks {
-        programs.add(&[hook.program, &hook.attach_point], 1.0);
-    }
-    let mut degraded = Family::new(&DEGRADED);
-    degraded.add(
-        &["namespace_unreadable"],
-        stats.unreadable_namespaces as f64,
-    );
-    degraded.add(&["sysctl_unreadable"], stats.unreadable_sysctls as f64);
-    for reason in [
-        kernel::BIND_UNAVAILABLE,
-        kernel::AUTOBIND_UNAVAILABLE,
-        kernel::BOUND_SOCKETS_UNAVAILABLE,
-    ] {
-        let missing = fixed.unavailable.contains(&reason);
-        degraded.add(&[reason], f64::from(u8::from(missing)));
-    }
-    let mut build = Family::new(&BUILD_INFO);
-    build.add(&[fixed.version, fixed.revision], 1.0);
-    vec![
-        transitions,
-        events,
-        single(&EVENTS_LOST, stats.events_lost as f64),
-        single(&EVENTS_UNDECODABLE, stats.events_undecodable as f64),
-        map_full,
-        single(&SNAPSHOTS, stats.snapshots as f64),
-        single(&SNAPSHOT_FAILURES, stats.snapshot_failures as f64),
-        degraded,
-        single(&SNAPSHOT_CORRECTIONS, stats.snapshot_corrections as f64),
-        single(&SNAPSHOT_DURATION, stats.last_snapshot_seconds),
-        single(&NAMESPACES, model.namespaces().count() as f64),
-        programs,
-        build,
-    ]
-}
-
-const OPERATIONS: [Operation; 3] = [Operation::Connect, Operation::Bind, Operation::Autobind];
-
-/// The ways each protocol runs out of ports: their exhaustion series always exist.
-const EXHAUSTION_SERIES: [(Protocol, Operation); 4] = [
-    (Protocol::Tcp, Operation::Connect),
-    (Protocol::Tcp, Operation::Bind),
-    (Protocol::Udp, Operation::Bind),
-    (Protocol::Udp, Operation::Autobind),
-];
-
-/// The `kind` label value of `port_monitor_events_total`.
-const fn event_kind_label(operation: Operation) -> &'static str {
-    match operation {
-        Operation::Connect => "connect_failure",
-        Operation::Bind => "bind_failure",
-        Operation::Autobind => "autobind_failure",
-    }
-}
-
-/// The `operation` label value.
-const fn operation_label(operation: Operation) -> &'static str {
-    match operation {
-        Operation::Connect => "connect",
-        Operation::Bind => "bind",
-        Operation::Autobind => "autobind",
-    }
 }
 
 /// A `prometheus` collector over the shared model.
@@ -562,8 +168,7 @@ impl ModelCollector {
     /// # Errors
     /// When a metric spec is not a valid Prometheus name or label set.
     pub fn new(model: Arc<RwLock<Model>>, fixed: Static) -> prometheus::Result<Self> {
-        let descs = ALL
-            .iter()
+        let descs = all()
             .map(|spec| {
                 Desc::new(
                     spec.name.to_owned(),
@@ -754,7 +359,7 @@ mod tests {
         let docs =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
                 .expect("docs/metrics.md");
-        for spec in ALL {
+        for spec in all() {
             assert!(
                 docs.contains(spec.name),
                 "{} is missing from docs/metrics.md",
@@ -773,7 +378,7 @@ mod tests {
     #[test]
     fn every_family_has_help_and_a_type() {
         let text = exposition(&[], &[(key(7, Operation::Connect, 99, true), 1)]);
-        for spec in ALL {
+        for spec in all() {
             let rendered = text.contains(&format!("# TYPE {} ", spec.name));
             let has_series = text.lines().any(|line| line.starts_with(spec.name));
             assert_eq!(rendered, has_series, "{}", spec.name);
@@ -796,7 +401,7 @@ mod golden {
     use crate::{
         kernel::{Hook, decode},
         model::{
-            KernelCounters, NamespaceSnapshot, PortConfig, SocketTally, TcpState,
+            KernelCounters, NamespaceSnapshot, PortConfig, Protocol, SocketTally, TcpState,
             ports::parse_reserved_ports, sockets::socket,
         },
     };

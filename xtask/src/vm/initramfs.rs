@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context as _, Result, ensure};
 
-use super::kernel::{capture, pipe, write_atomically};
+use super::tools::{capture, pipe, write_atomically};
 
 /// Stage 1: loads the modules, mounts the host's root, switches to it.
 const INIT: &str = include_str!("init.sh");

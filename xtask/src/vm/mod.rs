@@ -20,6 +20,7 @@
 mod initramfs;
 mod kernel;
 mod qemu;
+mod tools;
 
 use std::{
     env, fs,

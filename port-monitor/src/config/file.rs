@@ -18,6 +18,41 @@ pub struct ConfigFile {
     pub intervals: Intervals,
     pub destinations: Destinations,
     pub anomalies: Anomalies,
+    pub nat: Nat,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Nat {
+    /// The ports this node's source NAT (SNAT, MASQUERADE) hands out, "MIN-MAX": the
+    /// `--to-ports` of its rules, or the kernel's 1024-65535 when they give none. NAT
+    /// utilization is measured against it.
+    #[serde(deserialize_with = "port_range")]
+    pub port_range: std::ops::RangeInclusive<u16>,
+}
+
+impl Default for Nat {
+    fn default() -> Self {
+        Self {
+            port_range: Settings::default().nat_ports,
+        }
+    }
+}
+
+/// A port range written "MIN-MAX".
+fn port_range<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::ops::RangeInclusive<u16>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    let parsed = text.split_once('-').and_then(|(min, max)| {
+        let (min, max) = (min.trim().parse::<u16>().ok()?, max.trim().parse::<u16>().ok()?);
+        (1 <= min && min <= max).then_some(min..=max)
+    });
+    parsed.ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a port range such as \"1024-65535\" (1 <= MIN <= MAX <= 65535)"
+        ))
+    })
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -272,6 +307,7 @@ impl ConfigFile {
                 distinct_ports: self.anomalies.port_scan_distinct_ports,
             },
             churn_per_second: self.anomalies.churn_per_second,
+            nat_ports: self.nat.port_range.clone(),
         }
     }
 }
@@ -288,6 +324,22 @@ mod tests {
         );
     }
 
+    /// docs/configuration.md shows every field with its default: the example must parse to
+    /// exactly the defaults, so that the docs cannot drift from the code.
+    #[test]
+    fn the_documented_example_is_the_defaults() {
+        let docs = include_str!("../../../docs/configuration.md");
+        let example = docs
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a toml block in docs/configuration.md");
+        assert_eq!(
+            ConfigFile::parse(example, "docs/configuration.md").expect("valid"),
+            ConfigFile::default()
+        );
+    }
+
     #[test]
     fn reads_every_field() {
         let config = ConfigFile::parse(
@@ -296,6 +348,8 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(config.destinations.top, 10);
+        let nat = ConfigFile::parse("[nat]\nport_range = \"40000-40004\"", "test.toml").expect("valid");
+        assert_eq!(nat.settings().nat_ports, 40000..=40004);
         assert_eq!(config.snapshot_interval(None), Duration::from_secs(5));
         assert_eq!(
             config.snapshot_interval(Some(Duration::from_secs(2))),
@@ -348,6 +402,10 @@ mod tests {
                 "unknown field `near_exhaustion`",
             ),
             ("[destinations]\ntop = \"five\"", "invalid type"),
+            (
+                "[nat]\nport_range = \"40004-40000\"",
+                "is not a port range such as",
+            ),
         ];
         for (text, expected) in cases {
             let error = ConfigFile::parse(text, "test.toml")

@@ -36,10 +36,14 @@ pub enum AnomalyKind {
     /// to every destination (`IP_BIND_ADDRESS_NO_PORT` lets the kernel choose it at connect
     /// time instead). Counted once per process that starts doing it.
     BindBeforeConnect,
+    /// The node's source NAT ran out of ports toward a destination (its ratio reached 1), or
+    /// conntrack failed to insert new connections (`insert_failed` rose). Counted once per
+    /// crossing.
+    NatExhaustion,
 }
 
 impl AnomalyKind {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::PortExhaustion,
         Self::NearExhaustion,
         Self::BindConflict,
@@ -48,6 +52,7 @@ impl AnomalyKind {
         Self::ConnectionChurn,
         Self::PortScan,
         Self::BindBeforeConnect,
+        Self::NatExhaustion,
     ];
 
     #[must_use]
@@ -61,6 +66,7 @@ impl AnomalyKind {
             Self::ConnectionChurn => "connection_churn",
             Self::PortScan => "port_scan",
             Self::BindBeforeConnect => "bind_before_connect",
+            Self::NatExhaustion => "nat_exhaustion",
         }
     }
 }
@@ -75,6 +81,8 @@ pub struct Conditions {
     /// Processes (by tgid) with connected sockets whose port came from `bind()`, and what
     /// each is, for the log.
     pub bind_before_connect: BTreeMap<u32, String>,
+    /// NAT destinations out of ports, and conntrack failing inserts, described.
+    pub nat_exhaustion: BTreeSet<String>,
 }
 
 /// Snapshot-derived anomaly counts, and the conditions seen last time (to count crossings).
@@ -121,6 +129,13 @@ impl Crossings {
                 .iter()
                 .filter(|(tgid, _)| !previous.bind_before_connect.contains_key(tgid))
                 .map(|(_, what)| what.clone())
+                .collect(),
+        );
+        count(
+            AnomalyKind::NatExhaustion,
+            now.nat_exhaustion
+                .difference(&previous.nat_exhaustion)
+                .cloned()
                 .collect(),
         );
         count(

@@ -11,6 +11,7 @@ use super::{
     AnomalyKind, BoundConnection, Caller, Destination, Failure, NamespaceGauges, NamespaceSnapshot,
     NetnsId, Settings,
     anomalies::{Conditions, Crossings, PortScans},
+    nat,
 };
 
 /// The most recent anomaly of a kind: where, who (when the kernel saw the caller), and what.
@@ -75,6 +76,8 @@ pub struct AnomalyBook {
     /// Each namespace's connections at its previous snapshot (hashed 4-tuples), and when that
     /// snapshot began.
     previous_connections: HashMap<NetnsId, (f64, HashSet<u64>)>,
+    /// Each namespace's conntrack `insert_failed` at its previous snapshot.
+    previous_insert_failed: HashMap<NetnsId, u64>,
     latest: BTreeMap<AnomalyKind, Latest>,
 }
 
@@ -96,10 +99,19 @@ impl AnomalyBook {
         started: f64,
         settings: &Settings,
     ) -> Vec<(NetnsId, AnomalyKind, String)> {
-        let conditions = Conditions {
+        let mut conditions = Conditions {
             connection_churn: self.churn(snapshot, started, settings.churn_per_second),
             ..conditions(snapshot, gauges, settings)
         };
+        if let Some(conntrack) = &gauges.conntrack {
+            let failed = conntrack.events.get(nat::ConntrackEvent::InsertFailed);
+            let before = self.previous_insert_failed.insert(snapshot.netns, failed);
+            if before.is_some_and(|before| failed > before) {
+                conditions
+                    .nat_exhaustion
+                    .insert(INSERT_FAILURES.to_owned());
+            }
+        }
         let mut happened = Vec::new();
         for (kind, subject) in self.crossings.update(snapshot.netns, conditions) {
             // Bind before connect names the process the bind hook saw.
@@ -203,6 +215,7 @@ impl AnomalyBook {
         self.crossings.retain(&alive);
         self.port_scans.retain(&alive);
         self.previous_connections.retain(|netns, _| alive(*netns));
+        self.previous_insert_failed.retain(|netns, _| alive(*netns));
         self.latest.retain(|_, latest| alive(latest.netns));
     }
 
@@ -277,8 +290,16 @@ fn conditions(
             .iter()
             .map(|(tgid, bound)| (*tgid, describe_bound(bound)))
             .collect(),
+        nat_exhaustion: gauges
+            .conntrack
+            .iter()
+            .flat_map(|conntrack| conntrack.exhausted.iter().map(nat::describe))
+            .collect(),
     }
 }
+
+/// The subject of a `nat_exhaustion` that conntrack's insert failures show.
+const INSERT_FAILURES: &str = "conntrack insert failures";
 
 /// What a bound-then-connected socket is about: its port and where it went.
 fn describe_bound(bound: &BoundConnection) -> String {

@@ -7,6 +7,8 @@ pub const EADDRINUSE: u16 = 98;
 
 /// The destination answered the handshake with RST: nothing listens there.
 pub const ECONNREFUSED: u16 = 111;
+/// The handshake got no answer: the SYNs were dropped somewhere.
+pub const ETIMEDOUT: u16 = 110;
 
 /// A UDP socket got no port on its first `connect()` or send (`inet_autobind`).
 pub const EAGAIN: u16 = 11;

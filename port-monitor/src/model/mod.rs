@@ -16,11 +16,13 @@ pub mod errno;
 mod failures;
 pub mod headroom;
 mod lifecycle;
+pub mod nat;
 mod namespace;
 pub mod ports;
 mod settings;
 pub mod sockets;
 mod stats;
+mod timeouts;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,12 +32,13 @@ pub use self::{
     failures::{Caller, Failure, FailureKind, Failures},
     lifecycle::Retired,
     namespace::{EphemeralRange, NamespaceGauges, NamespaceSnapshot},
+    nat::{ConntrackEvent, ConntrackEvents, ConntrackGauges, ConntrackSnapshot, NatKey},
     ports::{PortConfig, PortRange, PortSet, TimeWaitReuse},
     settings::{Settings, Timing},
     sockets::{Binder, BoundConnection, Destination, Socket, SocketTally, TcpState},
     stats::{KernelCounters, SelfStats},
 };
-use self::{anomaly_book::AnomalyBook, lifecycle::Lifecycle};
+use self::{anomaly_book::AnomalyBook, lifecycle::Lifecycle, timeouts::ConnectTimeouts};
 
 /// A network namespace, by the inode number of its `/proc/<pid>/ns/net`.
 pub type NetnsId = u32;
@@ -87,6 +90,7 @@ pub struct Model {
     lifecycle: Lifecycle,
     consistency: consistency::Consistency,
     anomalies: AnomalyBook,
+    connect_timeouts: ConnectTimeouts,
 }
 
 impl Model {
@@ -114,6 +118,7 @@ impl Model {
             // snapshots: nothing of the old one carries over.
             self.failures.remove(replaced);
             self.anomalies.forget(replaced);
+            self.connect_timeouts.retain(|netns| netns != replaced);
         }
         let mut namespaces: BTreeMap<NetnsId, NamespaceGauges> = snapshots
             .iter()
@@ -165,6 +170,7 @@ impl Model {
         let mut alive: BTreeSet<NetnsId> = self.known_namespaces();
         alive.extend(&absent);
         self.anomalies.retain(|netns| alive.contains(&netns));
+        self.connect_timeouts.retain(|netns| alive.contains(&netns));
         self.lifecycle.retain(|netns| alive.contains(&netns));
         happened
     }
@@ -212,6 +218,7 @@ impl Model {
     /// for the log.
     pub fn apply_failure(&mut self, failure: &Failure) -> Option<String> {
         *self.stats.events.entry(failure.kind.operation).or_default() += 1;
+        self.connect_timeouts.record(failure);
         self.anomalies.record(failure)
     }
 
@@ -278,6 +285,21 @@ impl Model {
             .collect()
     }
 
+    /// Connects that timed out, by namespace and destination: the `count` destinations of each
+    /// namespace with the most.
+    pub fn connect_timeouts(
+        &self,
+        count: usize,
+    ) -> impl Iterator<Item = (NetnsId, Protocol, std::net::SocketAddr, u64)> + '_ {
+        self.connect_timeouts.top(count)
+    }
+
+    /// What the model is told to compute.
+    #[must_use]
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// Node-wide TCP state transitions.
     pub fn transitions(&self) -> impl Iterator<Item = (TcpState, TcpState, u64)> + '_ {
         self.transitions
@@ -313,6 +335,8 @@ mod tests {
             }),
             sockets: tally,
             workload: crate::workloads::Workload::default(),
+            conntrack: None,
+            conntrack_unreadable: false,
         }
     }
 
@@ -486,6 +510,8 @@ mod tests {
             NamespaceSnapshot {
                 netns: 1,
                 cookie: None,
+                conntrack: None,
+                conntrack_unreadable: false,
                 name: None,
                 ports: Some(PortConfig {
                     ephemeral: 40000..=49999,

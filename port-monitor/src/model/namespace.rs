@@ -4,7 +4,11 @@ use std::collections::BTreeMap;
 
 use crate::workloads::Workload;
 
-use super::{NetnsId, PortConfig, PortRange, Protocol, Settings, SocketTally, TcpState, headroom};
+use super::{
+    NetnsId, PortConfig, PortRange, Protocol, Settings, SocketTally, TcpState,
+    headroom,
+    nat::{ConntrackGauges, ConntrackSnapshot},
+};
 
 /// What one namespace's socket tables and sysctls said at one moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +24,10 @@ pub struct NamespaceSnapshot {
     /// The pod or container whose namespace this is, from a process's cgroup path.
     pub workload: Workload,
     pub sockets: SocketTally,
+    /// Its conntrack table, where conntrack is loaded and could be read.
+    pub conntrack: Option<ConntrackSnapshot>,
+    /// Conntrack is loaded but its table could not be read (the reason is logged).
+    pub conntrack_unreadable: bool,
 }
 
 /// The gauges of one namespace, derived from its latest snapshot.
@@ -33,6 +41,11 @@ pub struct NamespaceGauges {
     pub headroom: headroom::Headroom,
     /// Connected TCP sockets whose port came from `bind()`.
     pub bound_connections: u64,
+    /// TCP sockets still in `SYN_SENT`, by remote address, most first (the busiest few): a
+    /// NAT or firewall on the way dropping SYNs shows here first.
+    pub syn_sent: Vec<(std::net::SocketAddr, u32)>,
+    /// The conntrack table and the node's NAT, where conntrack is in use.
+    pub conntrack: Option<ConntrackGauges>,
     sockets: BTreeMap<(Protocol, TcpState), u64>,
     ports_in_use: BTreeMap<(Protocol, PortRange), u32>,
 }
@@ -80,6 +93,14 @@ impl NamespaceGauges {
                 })
                 .unwrap_or_default(),
             bound_connections: snapshot.sockets.bound_connections().0,
+            syn_sent: snapshot.sockets.syn_sent(settings.top_destinations),
+            conntrack: snapshot
+                .conntrack
+                .as_ref()
+                .filter(|conntrack| conntrack.in_use())
+                .map(|conntrack| {
+                    ConntrackGauges::new(conntrack, &settings.nat_ports, settings.top_destinations)
+                }),
             name: snapshot.name.clone(),
             workload: snapshot.workload.clone(),
             ephemeral: snapshot.ports.as_ref().map(|config| EphemeralRange {

@@ -1,6 +1,8 @@
 //! What the model is told to compute, and when a snapshot was taken.
 
-use super::anomalies::PortScanLimits;
+use std::ops::RangeInclusive;
+
+use super::{anomalies::PortScanLimits, nat::DEFAULT_NAT_PORTS};
 
 /// What the model is told to compute: the configuration file's values (`config`).
 #[derive(Clone, Debug, PartialEq)]
@@ -18,6 +20,8 @@ pub struct Settings {
     /// Connections a second, opened and closed between snapshots toward one destination,
     /// that make churn.
     pub churn_per_second: f64,
+    /// The ports the node's source NAT hands out.
+    pub nat_ports: RangeInclusive<u16>,
 }
 
 /// When a snapshot was taken, for rates.
@@ -43,6 +47,7 @@ impl Default for Settings {
                 distinct_ports: 20,
             },
             churn_per_second: 100.0,
+            nat_ports: DEFAULT_NAT_PORTS,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! need: a count per (protocol, state) and the set of local ports held per protocol.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     hash::{Hash as _, Hasher as _},
     net::{IpAddr, SocketAddr},
     time::Duration,
@@ -184,6 +184,8 @@ pub struct DestinationSockets {
     pub time_wait: u32,
     /// The `TIME_WAIT` ones: local port and how long the socket has been waiting.
     pub time_wait_ages: Vec<(u16, Duration)>,
+    /// How many are still in `SYN_SENT`: connecting, no answer yet.
+    pub syn_sent: u32,
 }
 
 /// How long a `TIME_WAIT` socket lives (`TCP_TIMEWAIT_LEN`, a kernel constant): its age is
@@ -277,6 +279,9 @@ impl SocketTally {
                 };
                 let entry = self.destinations.entry(destination).or_default();
                 entry.local_ports.push(port);
+                if state == TcpState::SynSent {
+                    entry.syn_sent += 1;
+                }
                 if state == TcpState::TimeWait {
                     entry.time_wait += 1;
                     entry
@@ -311,6 +316,24 @@ impl SocketTally {
     #[must_use]
     pub fn listening(&self) -> &PortSet {
         &self.listening
+    }
+
+    /// The `count` remote addresses with the most sockets in `SYN_SENT`, most first (whatever
+    /// local address they connect from: a NAT on the way sees one destination).
+    #[must_use]
+    pub fn syn_sent(&self, count: usize) -> Vec<(SocketAddr, u32)> {
+        let mut waiting: BTreeMap<SocketAddr, u32> = BTreeMap::new();
+        for (destination, sockets) in &self.destinations {
+            if sockets.syn_sent > 0 {
+                *waiting
+                    .entry(SocketAddr::new(destination.address, destination.port))
+                    .or_default() += sockets.syn_sent;
+            }
+        }
+        let mut waiting: Vec<(SocketAddr, u32)> = waiting.into_iter().collect();
+        waiting.sort_by_key(|(remote, count)| (std::cmp::Reverse(*count), *remote));
+        waiting.truncate(count);
+        waiting
     }
 
     /// TCP sockets by destination.

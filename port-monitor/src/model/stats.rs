@@ -45,6 +45,8 @@ pub struct SelfStats {
     /// Namespaces of the latest snapshot whose port sysctls could not be read: their
     /// ephemeral range gauges are missing.
     pub unreadable_sysctls: usize,
+    /// Namespaces of the latest snapshot whose conntrack table could not be read.
+    pub unreadable_conntrack: usize,
     /// Sockets the counted TCP transitions could not explain, summed over snapshots
     /// (see `consistency`).
     pub snapshot_corrections: u64,
@@ -65,6 +67,10 @@ impl SelfStats {
         self.unreadable_sysctls = snapshots
             .iter()
             .filter(|snapshot| snapshot.ports.is_none())
+            .count();
+        self.unreadable_conntrack = snapshots
+            .iter()
+            .filter(|snapshot| snapshot.conntrack_unreadable)
             .count();
     }
 

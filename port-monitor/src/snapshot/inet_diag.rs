@@ -5,6 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use super::netlink::{self, Batch, Overrun};
+
 /// One socket of a dump.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DiagSocket {
@@ -19,37 +21,17 @@ pub struct DiagSocket {
     pub expires_ms: u32,
 }
 
-/// What one batch (one `recv()`) held besides sockets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Batch {
-    /// More batches follow.
-    More,
-    /// `NLMSG_DONE`: the dump is complete.
-    Done,
-    /// `NLMSG_ERROR`: the kernel refused, with this (negative) errno.
-    Error(i32),
-}
-
 /// Why a batch could not be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    #[error(
-        "a netlink message of {length} bytes at offset {offset} overruns the {total}-byte batch"
-    )]
-    Overrun {
-        offset: usize,
-        length: usize,
-        total: usize,
-    },
+    #[error(transparent)]
+    Overrun(#[from] Overrun),
     #[error("a socket message of {0} bytes is shorter than struct inet_diag_msg")]
     Short(usize),
     #[error("address family {0} in a socket message")]
     Family(u8),
 }
 
-const NLMSG_HEADER: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 /// `SOCK_DIAG_BY_FAMILY`, the type of every socket message of a dump.
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 /// `struct inet_diag_msg`: 4 one-byte fields, the 48-byte `inet_diag_sockid`, expires,
@@ -63,33 +45,12 @@ const AF_INET6: u8 = 10;
 /// # Errors
 /// When a message does not fit the batch or is not an `inet_diag_msg`.
 pub fn parse_batch(bytes: &[u8], mut each: impl FnMut(&DiagSocket)) -> Result<Batch, ParseError> {
-    let mut offset = 0;
-    while offset + NLMSG_HEADER <= bytes.len() {
-        let length = u32_at(bytes, offset) as usize;
-        let kind = u16::from_ne_bytes([bytes[offset + 4], bytes[offset + 5]]);
-        if length < NLMSG_HEADER || offset + length > bytes.len() {
-            return Err(ParseError::Overrun {
-                offset,
-                length,
-                total: bytes.len(),
-            });
+    netlink::for_each_message(bytes, |kind, payload| {
+        if kind == SOCK_DIAG_BY_FAMILY {
+            each(&parse_socket(payload)?);
         }
-        let payload = &bytes[offset + NLMSG_HEADER..offset + length];
-        match kind {
-            NLMSG_DONE => return Ok(Batch::Done),
-            NLMSG_ERROR => {
-                let code = payload.get(..4).map_or(0, |code| {
-                    i32::from_ne_bytes([code[0], code[1], code[2], code[3]])
-                });
-                return Ok(Batch::Error(code));
-            }
-            SOCK_DIAG_BY_FAMILY => each(&parse_socket(payload)?),
-            _ => {}
-        }
-        // Messages are aligned to 4 bytes.
-        offset += (length + 3) & !3;
-    }
-    Ok(Batch::More)
+        Ok(())
+    })
 }
 
 fn parse_socket(message: &[u8]) -> Result<DiagSocket, ParseError> {
@@ -130,19 +91,9 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::netlink::tests::message;
 
-    /// A netlink message of `kind` around `payload`, padded to 4 bytes.
-    fn message(kind: u16, payload: &[u8]) -> Vec<u8> {
-        let length = u32::try_from(NLMSG_HEADER + payload.len()).expect("small");
-        let mut bytes = length.to_ne_bytes().to_vec();
-        bytes.extend(kind.to_ne_bytes());
-        bytes.extend([0; 10]);
-        bytes.extend(payload);
-        while bytes.len() % 4 != 0 {
-            bytes.push(0);
-        }
-        bytes
-    }
+    const NLMSG_DONE: u16 = 3;
 
     fn diag(family: u8, state: u8, local: (&[u8], u16), remote: (&[u8], u16)) -> Vec<u8> {
         let mut bytes = vec![family, state, 3, 0];
@@ -190,14 +141,12 @@ mod tests {
     }
 
     #[test]
-    fn reports_the_kernels_error_and_refuses_garbage() {
-        let error = message(NLMSG_ERROR, &(-22i32).to_ne_bytes());
-        assert_eq!(parse_batch(&error, |_| {}), Ok(Batch::Error(-22)));
+    fn refuses_garbage() {
         let mut overrun = message(SOCK_DIAG_BY_FAMILY, &[0; 8]);
         overrun[0] = 200;
         assert!(matches!(
             parse_batch(&overrun, |_| {}),
-            Err(ParseError::Overrun { .. })
+            Err(ParseError::Overrun(_))
         ));
         let short = message(SOCK_DIAG_BY_FAMILY, &[AF_INET; 8]);
         assert_eq!(parse_batch(&short, |_| {}), Err(ParseError::Short(8)));

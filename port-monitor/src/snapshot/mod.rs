@@ -4,7 +4,10 @@
 //! Runs on its own thread: the dumps are blocking netlink I/O, and the cost grows with the
 //! number of sockets, so it stays off the async runtime that serves scrapes.
 
+mod conntrack;
+mod ctnetlink;
 mod inet_diag;
+mod netlink;
 mod sock_diag;
 
 use std::{
@@ -111,8 +114,14 @@ fn snapshot_namespace(
     listed: &mut HashSet<u64>,
 ) -> Result<NamespaceSnapshot, SnapshotError> {
     let id = netns.id;
-    let (socket, ports) = netns::run_in(netns, || {
-        sock_diag::open().map(|socket| (socket, netns::read_port_config()))
+    let (socket, ports, conntrack_socket) = netns::run_in(netns, || {
+        sock_diag::open().map(|socket| {
+            // Only where conntrack is loaded: asking ctnetlink would load it otherwise.
+            let conntrack = std::path::Path::new(conntrack::COUNT_SYSCTL)
+                .exists()
+                .then(conntrack::open);
+            (socket, netns::read_port_config(), conntrack)
+        })
     })??;
     let ports = ports
         .inspect_err(|error| {
@@ -135,9 +144,19 @@ fn snapshot_namespace(
         }
     }
     listed.extend(listed_here);
+    let conntrack = conntrack_socket.map(|socket| socket.and_then(|socket| conntrack::read(&socket)));
+    let conntrack_unreadable = matches!(conntrack, Some(Err(_)));
+    let conntrack = conntrack.and_then(|read| {
+        read.inspect_err(|error| {
+            tracing::warn!(netns = id, %error, "cannot read the namespace's conntrack table");
+        })
+        .ok()
+    });
     Ok(NamespaceSnapshot {
         netns: id,
         cookie,
+        conntrack,
+        conntrack_unreadable,
         name: netns.name.clone(),
         ports,
         sockets,

@@ -12,7 +12,10 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
 use port_monitor_common::maps::BoundSocket;
 
-use super::inet_diag::{self, Batch, DiagSocket};
+use super::{
+    inet_diag::{self, DiagSocket},
+    netlink::Batch,
+};
 use crate::{
     kernel::bound_sockets::Tracked,
     model::{self, Binder, Protocol, SocketTally, TcpState},

@@ -15,6 +15,7 @@ mod anomalies;
 mod failures;
 mod headroom;
 mod namespace;
+mod nat;
 mod own;
 
 pub use self::{
@@ -22,6 +23,10 @@ pub use self::{
     failures::{BIND_ERRORS, CONNECT_ERRORS, PORT_EXHAUSTION},
     headroom::{
         BIND_BEFORE_CONNECT, DESTINATION_PORTS_IN_USE, DESTINATION_UTILIZATION, UTILIZATION_MAX,
+    },
+    nat::{
+        CONNTRACK_ENTRIES, CONNTRACK_ENTRIES_LIMIT, CONNTRACK_EVENTS, DESTINATION_CONNECT_TIMEOUTS,
+        DESTINATION_SYN_SENT, NAT_PORTS_IN_USE, NAT_UTILIZATION, NAT_UTILIZATION_MAX,
     },
     namespace::{
         EPHEMERAL_PORTS_CAPACITY, EPHEMERAL_PORTS_RESERVED, EPHEMERAL_RANGE_MAX,
@@ -40,6 +45,7 @@ pub fn all() -> impl Iterator<Item = &'static Spec> {
     namespace::SPECS
         .into_iter()
         .chain(headroom::SPECS)
+        .chain(nat::SPECS)
         .chain(failures::SPECS)
         .chain(anomalies::SPECS)
         .chain(own::SPECS)
@@ -150,6 +156,7 @@ pub fn render(model: &Model, fixed: &Static) -> Vec<MetricFamily> {
     namespace::render(model)
         .into_iter()
         .chain(headroom::render(model))
+        .chain(nat::render(model))
         .chain(failures::render(model))
         .chain(anomalies::render(model))
         .chain(own::render(model, fixed))
@@ -222,6 +229,8 @@ mod tests {
             &[NamespaceSnapshot {
                 netns: 7,
                 cookie: None,
+                conntrack: None,
+                conntrack_unreadable: false,
                 name: Some("blue".into()),
                 ports: Some(PortConfig {
                     ephemeral: 40000..=40009,
@@ -513,9 +522,42 @@ mod golden {
         }
     }
 
-    /// A node with two namespaces: a busy one with failed calls, and a quiet named one.
+    /// The busy namespace's conntrack table: five connections masqueraded toward one
+    /// destination, one toward another, and the kernel's statistics.
+    fn busy_conntrack() -> crate::model::ConntrackSnapshot {
+        use crate::model::{ConntrackEvent, NatKey};
+        let mut conntrack = crate::model::ConntrackSnapshot {
+            entries: 9,
+            limit: Some(262_144),
+            ..Default::default()
+        };
+        conntrack.events.add(ConntrackEvent::InsertFailed, 3);
+        conntrack.events.add(ConntrackEvent::Drop, 3);
+        conntrack.events.add(ConntrackEvent::ClashResolve, 1);
+        for (count, port) in [(5, 80), (1, 53)] {
+            let protocol = if port == 53 { Protocol::Udp } else { Protocol::Tcp };
+            for _ in 0..count {
+                conntrack.count_nat(NatKey {
+                    protocol,
+                    nat_address: "10.2.0.1".parse().expect("literal"),
+                    destination: "10.2.0.2".parse().expect("literal"),
+                    destination_port: port,
+                });
+            }
+        }
+        conntrack
+    }
+
+    /// A node with two namespaces: a busy one with failed calls, a NAT and a connect waiting
+    /// for an answer, and a quiet named one.
     fn scenario() -> String {
-        let busy = busy_sockets();
+        let mut busy = busy_sockets();
+        busy.add(&socket(
+            Protocol::Tcp,
+            TcpState::SynSent,
+            "10.0.0.2:40009",
+            "10.9.0.9:443",
+        ));
         let mut quiet = SocketTally::default();
         quiet.add(&socket(
             Protocol::Tcp,
@@ -527,6 +569,8 @@ mod golden {
             NamespaceSnapshot {
                 netns: 4_026_532_001,
                 cookie: None,
+                conntrack: Some(busy_conntrack()),
+                conntrack_unreadable: false,
                 name: None,
                 ports: Some(PortConfig {
                     ephemeral: 40000..=40009,
@@ -541,6 +585,8 @@ mod golden {
             NamespaceSnapshot {
                 netns: 4_026_532_002,
                 cookie: None,
+                conntrack: None,
+                conntrack_unreadable: false,
                 name: Some("blue".into()),
                 ports: Some(PortConfig {
                     ephemeral: 32768..=60999,
@@ -560,6 +606,13 @@ mod golden {
         let mut exhausted = decode::tests::exhausted_connect();
         exhausted.netns = 4_026_532_001;
         model.apply_failure(&decode::decode(&decode::tests::record(&exhausted)).expect("fixture"));
+        // A connect whose SYNs got no answer.
+        let mut timed_out = exhausted;
+        timed_out.errno = 110;
+        timed_out.flags = 0;
+        timed_out.local_port = 40009;
+        timed_out.remote_addr[..4].copy_from_slice(&[10, 9, 0, 9]);
+        model.apply_failure(&decode::decode(&decode::tests::record(&timed_out)).expect("fixture"));
         model.apply_kernel_counters(&scenario_counters());
         let fixed = Static {
             hooks: vec![Hook {

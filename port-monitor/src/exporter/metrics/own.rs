@@ -43,7 +43,7 @@ pub const SNAPSHOT_FAILURES: Spec = counter(
 );
 pub const DEGRADED: Spec = gauge(
     "port_monitor_degraded",
-    "What port-monitor cannot see now, by reason: namespaces the latest snapshot could not read (namespace_unreadable: their gauges are the previous ones) or read without their port sysctls (sysctl_unreadable: no ephemeral range gauges); 1 when a collector's kernel hooks could not be attached or are not cheap on this kernel (bind_hooks_unavailable, autobind_hooks_unavailable, bound_sockets_unavailable: see the log). 0 when all is seen.",
+    "What port-monitor cannot see now, by reason: namespaces the latest snapshot could not read (namespace_unreadable: their gauges are the previous ones) or read without their port sysctls (sysctl_unreadable: no ephemeral range gauges) or without their conntrack table, where conntrack is loaded (conntrack_unreadable: no conntrack or NAT gauges; a kernel without ctnetlink shows here); 1 when a collector's kernel hooks could not be attached or are not cheap on this kernel (bind_hooks_unavailable, autobind_hooks_unavailable, bound_sockets_unavailable: see the log). 0 when all is seen.",
     &["reason"],
 );
 pub const SNAPSHOT_CORRECTIONS: Spec = counter(
@@ -120,6 +120,10 @@ pub(super) fn render<'a>(model: &Model, fixed: &'a Static) -> Vec<Family<'a>> {
         stats.unreadable_namespaces as f64,
     );
     degraded.add(&["sysctl_unreadable"], stats.unreadable_sysctls as f64);
+    degraded.add(
+        &["conntrack_unreadable"],
+        stats.unreadable_conntrack as f64,
+    );
     for reason in [
         kernel::BIND_UNAVAILABLE,
         kernel::AUTOBIND_UNAVAILABLE,

@@ -25,9 +25,12 @@ const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
 
 /// Debian packages the benchmarks use: `ip` for their namespaces, the peers measured beside
 /// port-monitor (bpftrace, bcc's `tcpstates` with kernel headers to compile against,
-/// `node_exporter`), `curl` to time scrapes and gnuplot for the plot.
+/// `node_exporter`), `curl` to time scrapes, gnuplot for the plot, and `iptables` and
+/// `conntrack` to fill a conntrack table and time `conntrack -L` beside port-monitor's read.
 const BENCH_PACKAGES: &[&str] = &[
     "iproute2",
+    "iptables",
+    "conntrack",
     "bpftrace",
     "bpfcc-tools",
     "linux-headers-amd64",
@@ -40,9 +43,12 @@ const BENCH_PACKAGES: &[&str] = &[
 /// (nothing left attached after shutdown), `promtool` (exposition format, alerting rules),
 /// `kubectl` (kustomize; from the cloud-sdk repository this machine kind has), `buildah`
 /// (the container image), `curl` and `openssl` (TLS and basic auth) and `slowhttptest`
-/// (the endpoint under abuse).
+/// (the endpoint under abuse), `iptables` (a NAT between test namespaces) and `conntrack`
+/// (what the kernel's conntrack says, to compare with).
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
+    "iptables",
+    "conntrack",
     "bpftool",
     "prometheus",
     "kubectl",

@@ -45,7 +45,10 @@ fn port_range<'de, D: Deserializer<'de>>(
 ) -> Result<std::ops::RangeInclusive<u16>, D::Error> {
     let text = String::deserialize(deserializer)?;
     let parsed = text.split_once('-').and_then(|(min, max)| {
-        let (min, max) = (min.trim().parse::<u16>().ok()?, max.trim().parse::<u16>().ok()?);
+        let (min, max) = (
+            min.trim().parse::<u16>().ok()?,
+            max.trim().parse::<u16>().ok()?,
+        );
         (1 <= min && min <= max).then_some(min..=max)
     });
     parsed.ok_or_else(|| {
@@ -348,7 +351,8 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(config.destinations.top, 10);
-        let nat = ConfigFile::parse("[nat]\nport_range = \"40000-40004\"", "test.toml").expect("valid");
+        let nat =
+            ConfigFile::parse("[nat]\nport_range = \"40000-40004\"", "test.toml").expect("valid");
         assert_eq!(nat.settings().nat_ports, 40000..=40004);
         assert_eq!(config.snapshot_interval(None), Duration::from_secs(5));
         assert_eq!(

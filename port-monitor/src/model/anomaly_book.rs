@@ -76,8 +76,9 @@ pub struct AnomalyBook {
     /// Each namespace's connections at its previous snapshot (hashed 4-tuples), and when that
     /// snapshot began.
     previous_connections: HashMap<NetnsId, (f64, HashSet<u64>)>,
-    /// Each namespace's conntrack `insert_failed` at its previous snapshot.
-    previous_insert_failed: HashMap<NetnsId, u64>,
+    /// Each namespace's conntrack `insert_failed` at its previous snapshot, and when it last
+    /// rose.
+    insert_failed: HashMap<NetnsId, (u64, Option<f64>)>,
     latest: BTreeMap<AnomalyKind, Latest>,
 }
 
@@ -88,6 +89,25 @@ impl AnomalyBook {
             port_scans: PortScans::new(settings.port_scan),
             ..Self::default()
         }
+    }
+
+    /// Whether conntrack's `insert_failed` rose in `netns` within the last
+    /// [`INSERT_FAILURES_QUIET`] seconds: a burst of failures over a few snapshots is one
+    /// crossing, not one per snapshot that saw some. The first reading of a table is the
+    /// baseline (what happened before port-monitor looked is not counted).
+    fn insert_failures_rising(
+        &mut self,
+        netns: NetnsId,
+        conntrack: &nat::ConntrackGauges,
+        started: f64,
+    ) -> bool {
+        let failed = conntrack.events.get(nat::ConntrackEvent::InsertFailed);
+        let (before, last_rise) = self.insert_failed.entry(netns).or_insert((failed, None));
+        if failed > *before {
+            *last_rise = Some(started);
+        }
+        *before = failed;
+        last_rise.is_some_and(|at| started - at < INSERT_FAILURES_QUIET)
     }
 
     /// Counts the conditions a namespace's snapshot shows starting, taken at `started`
@@ -103,14 +123,10 @@ impl AnomalyBook {
             connection_churn: self.churn(snapshot, started, settings.churn_per_second),
             ..conditions(snapshot, gauges, settings)
         };
-        if let Some(conntrack) = &gauges.conntrack {
-            let failed = conntrack.events.get(nat::ConntrackEvent::InsertFailed);
-            let before = self.previous_insert_failed.insert(snapshot.netns, failed);
-            if before.is_some_and(|before| failed > before) {
-                conditions
-                    .nat_exhaustion
-                    .insert(INSERT_FAILURES.to_owned());
-            }
+        if let Some(conntrack) = &gauges.conntrack
+            && self.insert_failures_rising(snapshot.netns, conntrack, started)
+        {
+            conditions.nat_exhaustion.insert(INSERT_FAILURES.to_owned());
         }
         let mut happened = Vec::new();
         for (kind, subject) in self.crossings.update(snapshot.netns, conditions) {
@@ -215,7 +231,7 @@ impl AnomalyBook {
         self.crossings.retain(&alive);
         self.port_scans.retain(&alive);
         self.previous_connections.retain(|netns, _| alive(*netns));
-        self.previous_insert_failed.retain(|netns, _| alive(*netns));
+        self.insert_failed.retain(|netns, _| alive(*netns));
         self.latest.retain(|_, latest| alive(latest.netns));
     }
 
@@ -297,6 +313,9 @@ fn conditions(
             .collect(),
     }
 }
+
+/// Seconds without a new conntrack insert failure after which failures are over.
+const INSERT_FAILURES_QUIET: f64 = 60.0;
 
 /// The subject of a `nat_exhaustion` that conntrack's insert failures show.
 const INSERT_FAILURES: &str = "conntrack insert failures";

@@ -16,8 +16,8 @@ pub mod errno;
 mod failures;
 pub mod headroom;
 mod lifecycle;
-pub mod nat;
 mod namespace;
+pub mod nat;
 pub mod ports;
 mod settings;
 pub mod sockets;
@@ -579,6 +579,63 @@ mod tests {
         // Three connections in the two seconds since its last read: 1.5/s, not churn.
         let happened = model.apply_snapshot(&[time_wait(40000..40003)], &[], at(2.0));
         assert!(happened.is_empty(), "{happened:?}");
+    }
+
+    /// The NAT running out toward a destination is counted once while it lasts; conntrack's
+    /// insert failures once per burst (a minute without one ends a burst); failures before
+    /// the first reading are not counted.
+    #[test]
+    fn nat_exhaustion_is_counted_once_per_crossing() {
+        let mut model = Model::new(Settings {
+            nat_ports: 40000..=40004,
+            ..Settings::default()
+        });
+        let at = |seconds| Timing {
+            duration_seconds: 0.0,
+            started_seconds: seconds,
+        };
+        let router = |connections: u32, insert_failed: u64| {
+            let mut conntrack = ConntrackSnapshot {
+                entries: u64::from(connections),
+                ..ConntrackSnapshot::default()
+            };
+            conntrack
+                .events
+                .add(ConntrackEvent::InsertFailed, insert_failed);
+            for _ in 0..connections {
+                conntrack.count_nat(
+                    NatKey {
+                        protocol: Protocol::Tcp,
+                        nat_address: "10.2.0.1".parse().expect("literal"),
+                        destination: "10.2.0.2".parse().expect("literal"),
+                        destination_port: 80,
+                    },
+                    false,
+                );
+            }
+            NamespaceSnapshot {
+                conntrack: Some(conntrack),
+                ..snapshot(1, &[])
+            }
+        };
+        let key = (1, AnomalyKind::NatExhaustion);
+        let count = |model: &mut Model, snapshot, seconds| {
+            model.apply_snapshot(&[snapshot], &[], at(seconds));
+            model.anomalies()[&key]
+        };
+        assert_eq!(count(&mut model, router(4, 7), 0.0), 0, "earlier failures");
+        assert_eq!(count(&mut model, router(5, 7), 1.0), 1, "ratio 1");
+        assert_eq!(count(&mut model, router(5, 7), 2.0), 1, "still at 1");
+        assert_eq!(count(&mut model, router(5, 9), 3.0), 2, "failures start");
+        assert_eq!(count(&mut model, router(5, 9), 4.0), 2);
+        assert_eq!(count(&mut model, router(5, 10), 5.0), 2, "the same burst");
+        assert_eq!(count(&mut model, router(3, 10), 70.0), 2, "all over");
+        assert_eq!(count(&mut model, router(5, 11), 71.0), 4, "both again");
+        let (_, last) = model
+            .last_anomalies()
+            .find(|(kind, _)| *kind == AnomalyKind::NatExhaustion)
+            .expect("a last one");
+        assert_eq!(last.subject, "tcp via 10.2.0.1 -> 10.2.0.2:80");
     }
 
     /// A namespace missing from one snapshot (a discovery that missed it) and back in the

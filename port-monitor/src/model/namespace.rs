@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use crate::workloads::Workload;
 
 use super::{
-    NetnsId, PortConfig, PortRange, Protocol, Settings, SocketTally, TcpState,
-    headroom,
+    NetnsId, PortConfig, PortRange, Protocol, Settings, SocketTally, TcpState, headroom,
     nat::{ConntrackGauges, ConntrackSnapshot},
 };
 
@@ -94,13 +93,9 @@ impl NamespaceGauges {
                 .unwrap_or_default(),
             bound_connections: snapshot.sockets.bound_connections().0,
             syn_sent: snapshot.sockets.syn_sent(settings.top_destinations),
-            conntrack: snapshot
-                .conntrack
-                .as_ref()
-                .filter(|conntrack| conntrack.in_use())
-                .map(|conntrack| {
-                    ConntrackGauges::new(conntrack, &settings.nat_ports, settings.top_destinations)
-                }),
+            conntrack: snapshot.conntrack.as_ref().map(|conntrack| {
+                ConntrackGauges::new(conntrack, &settings.nat_ports, settings.top_destinations)
+            }),
             name: snapshot.name.clone(),
             workload: snapshot.workload.clone(),
             ephemeral: snapshot.ports.as_ref().map(|config| EphemeralRange {

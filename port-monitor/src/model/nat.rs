@@ -9,8 +9,12 @@
 //!   above 1024 (`nf_nat_l4proto_unique_tuple`); with it, from the given range, which only
 //!   the configuration knows (`nat.port_range`);
 //! - when no port is free the new connection cannot be inserted: conntrack counts
-//!   `insert_failed` and `drop`, and the packet (a SYN) is dropped; the client's connect()
-//!   times out.
+//!   `insert_failed` and `drop`, and the packet (a SYN) is dropped; the client's `connect()`
+//!   times out;
+//! - since Linux 6.5, a new TCP connection that finds no free port may evict a source-NATed
+//!   entry that is closing (conntrack state `TIME_WAIT` or later) and take its port
+//!   (`nf_nat_used_tuple_harder`), as `tcp_tw_reuse` lets `connect()` take a `TIME_WAIT`
+//!   socket's: those ports are in use but not lost.
 
 use std::{
     cmp::Reverse,
@@ -101,17 +105,30 @@ pub struct ConntrackSnapshot {
     /// The per-CPU statistics summed.
     pub events: ConntrackEvents,
     /// Source-NATed connections by NAT address and destination.
-    pub nat: HashMap<NatKey, u32>,
+    pub nat: HashMap<NatKey, NatPorts>,
+    /// Whether this kernel's NAT takes over closing TCP entries' ports when it finds no free
+    /// one (Linux 6.5 and later).
+    pub evicts_closing: bool,
+}
+
+/// The NAT ports one NAT address uses toward one destination.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatPorts {
+    /// One per connection.
+    pub ports: u32,
+    /// Those whose TCP connection is closing (conntrack `TIME_WAIT`, `CLOSE`).
+    pub closing: u32,
 }
 
 impl ConntrackSnapshot {
     /// Counts one source-NATed connection.
-    pub fn count_nat(&mut self, key: NatKey) {
-        *self.nat.entry(key).or_default() += 1;
+    pub fn count_nat(&mut self, key: NatKey, closing: bool) {
+        let ports = self.nat.entry(key).or_default();
+        ports.ports += 1;
+        ports.closing += u32::from(closing);
     }
 
-    /// Whether the table is in use at all: a namespace whose conntrack has seen nothing gets
-    /// no series.
+    /// Whether the table has held anything or counted anything.
     #[must_use]
     pub fn in_use(&self) -> bool {
         self.entries > 0 || self.events.iter().any(|(_, count)| count > 0)
@@ -122,13 +139,18 @@ impl ConntrackSnapshot {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct NatUse {
     pub key: NatKey,
+    /// Ports in use, closing connections' included.
     pub ports: u32,
+    /// The share of the range a new connection there can no longer have.
     pub ratio: f64,
 }
 
 /// What a namespace's conntrack table shows.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ConntrackGauges {
+    /// Whether the table is in use at all: a namespace whose conntrack has seen nothing gets
+    /// no series (conntrack's module is loaded for every namespace at once).
+    pub in_use: bool,
     pub entries: u64,
     pub limit: Option<u64>,
     pub events: ConntrackEvents,
@@ -149,10 +171,17 @@ impl ConntrackGauges {
         let mut uses: Vec<NatUse> = snapshot
             .nat
             .iter()
-            .map(|(key, ports)| NatUse {
-                key: *key,
-                ports: *ports,
-                ratio: (f64::from(*ports) / capacity).min(1.0),
+            .map(|(key, ports)| {
+                let reclaimable = if snapshot.evicts_closing && key.protocol == Protocol::Tcp {
+                    ports.closing
+                } else {
+                    0
+                };
+                NatUse {
+                    key: *key,
+                    ports: ports.ports,
+                    ratio: (f64::from(ports.ports - reclaimable) / capacity).min(1.0),
+                }
             })
             .collect();
         let mut max_ratio = BTreeMap::new();
@@ -168,6 +197,7 @@ impl ConntrackGauges {
         uses.sort_by_key(|use_| (Reverse(use_.ports), use_.key));
         uses.truncate(top);
         Self {
+            in_use: snapshot.in_use(),
             entries: snapshot.entries,
             limit: snapshot.limit,
             events: snapshot.events,
@@ -210,9 +240,9 @@ mod tests {
     fn a_five_port_nat_runs_out_toward_one_destination() {
         let mut snapshot = ConntrackSnapshot::default();
         for _ in 0..5 {
-            snapshot.count_nat(key(80));
+            snapshot.count_nat(key(80), false);
         }
-        snapshot.count_nat(key(443));
+        snapshot.count_nat(key(443), false);
         let gauges = ConntrackGauges::new(&snapshot, &(40000..=40004), 1);
         assert_eq!(gauges.top.len(), 1, "only the top one");
         assert_eq!(gauges.top[0].key, key(80));
@@ -222,5 +252,24 @@ mod tests {
         let roomy = ConntrackGauges::new(&snapshot, &DEFAULT_NAT_PORTS, 5);
         assert!(roomy.exhausted.is_empty());
         assert!((roomy.top[0].ratio - 5.0 / 64512.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn closing_tcp_connections_free_their_port_where_the_kernel_evicts_them() {
+        let mut snapshot = ConntrackSnapshot::default();
+        for closing in [false, false, false, true, true] {
+            snapshot.count_nat(key(80), closing);
+        }
+        let ratio = |snapshot: &ConntrackSnapshot| {
+            ConntrackGauges::new(snapshot, &(40000..=40004), 5).top[0].ratio
+        };
+        assert!((ratio(&snapshot) - 1.0).abs() < f64::EPSILON, "before 6.5");
+        snapshot.evicts_closing = true;
+        assert!((ratio(&snapshot) - 0.6).abs() < 1e-12, "6.5 and later");
+        assert_eq!(
+            ConntrackGauges::new(&snapshot, &(40000..=40004), 5).top[0].ports,
+            5,
+            "still in use"
+        );
     }
 }

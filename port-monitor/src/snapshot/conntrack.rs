@@ -3,13 +3,13 @@
 //! statistics summed, and the source-NATed connections counted by NAT address and
 //! destination. One pass over the table, folded as it is read: no connection is kept.
 
-use std::os::fd::AsRawFd as _;
+use std::{os::fd::AsRawFd as _, sync::OnceLock};
+
+use aya::util::KernelVersion;
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
-use netlink_packet_core::{
-    Emitable as _, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader,
-};
+use netlink_packet_core::{Emitable as _, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader};
 
 use super::{
     ctnetlink::{self, Connection},
@@ -77,27 +77,51 @@ pub fn open() -> Result<Socket, ConntrackError> {
 /// # Errors
 /// When the kernel refuses a request or answers something undecodable.
 pub fn read(socket: &Socket) -> Result<ConntrackSnapshot, ConntrackError> {
-    let mut snapshot = ConntrackSnapshot::default();
-    request(socket, ctnetlink::GET_STATS, false, "table size", |attributes| {
-        let (entries, limit) = ctnetlink::table_size(attributes)?;
-        snapshot.entries = entries.unwrap_or(0);
-        snapshot.limit = limit;
-        Ok(())
-    })?;
-    request(socket, ctnetlink::GET_STATS_CPU, true, "statistics", |attributes| {
-        for (event, count) in ctnetlink::statistics(attributes)?.iter() {
-            snapshot.events.add(event, count);
-        }
-        Ok(())
-    })?;
+    let mut snapshot = ConntrackSnapshot {
+        evicts_closing: nat_evicts_closing(),
+        ..ConntrackSnapshot::default()
+    };
+    request(
+        socket,
+        ctnetlink::GET_STATS,
+        false,
+        "table size",
+        |attributes| {
+            let (entries, limit) = ctnetlink::table_size(attributes)?;
+            snapshot.entries = entries.unwrap_or(0);
+            snapshot.limit = limit;
+            Ok(())
+        },
+    )?;
+    request(
+        socket,
+        ctnetlink::GET_STATS_CPU,
+        true,
+        "statistics",
+        |attributes| {
+            for (event, count) in ctnetlink::statistics(attributes)?.iter() {
+                snapshot.events.add(event, count);
+            }
+            Ok(())
+        },
+    )?;
     request(socket, ctnetlink::GET, true, "table", |attributes| {
         let connection = ctnetlink::connection(attributes)?;
         if let Some(key) = nat_key(&connection) {
-            snapshot.count_nat(key);
+            snapshot.count_nat(key, connection.is_closing());
         }
         Ok(())
     })?;
     Ok(snapshot)
+}
+
+/// Whether this kernel's NAT evicts a closing TCP entry to take its port when it finds no
+/// free one (`nf_nat_used_tuple_harder`, Linux 6.5).
+fn nat_evicts_closing() -> bool {
+    static EVICTS: OnceLock<bool> = OnceLock::new();
+    *EVICTS.get_or_init(|| {
+        KernelVersion::current().is_ok_and(|version| version >= KernelVersion::new(6, 5, 0))
+    })
 }
 
 /// Where a source-NATed connection goes, and the address its source became.

@@ -29,6 +29,13 @@ pub const NFGENMSG: usize = 4;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_STATUS: u16 = 3;
+const CTA_PROTOINFO: u16 = 4;
+// enum ctattr_protoinfo, enum ctattr_protoinfo_tcp
+const CTA_PROTOINFO_TCP: u16 = 1;
+const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+/// `TCP_CONNTRACK_TIME_WAIT` (`enum tcp_conntrack`): this state and those after it are a
+/// connection closing.
+const TCP_CONNTRACK_TIME_WAIT: u8 = 7;
 // enum ctattr_tuple
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
@@ -79,6 +86,8 @@ pub struct Connection {
     /// address and port the source was translated to.
     pub reply: Tuple,
     pub status: u32,
+    /// Conntrack's own TCP state (`enum tcp_conntrack`), for TCP connections.
+    pub tcp_state: Option<u8>,
 }
 
 impl Connection {
@@ -86,6 +95,14 @@ impl Connection {
     #[must_use]
     pub const fn is_source_nat(&self) -> bool {
         self.status & IPS_SRC_NAT != 0
+    }
+
+    /// Whether it is a TCP connection that is closing (`TIME_WAIT`, `CLOSE`): a NAT that
+    /// finds no free port may take its port over (Linux 6.5 and later).
+    #[must_use]
+    pub fn is_closing(&self) -> bool {
+        self.tcp_state
+            .is_some_and(|state| state >= TCP_CONNTRACK_TIME_WAIT)
     }
 }
 
@@ -124,6 +141,7 @@ pub fn connection(attributes: &[u8]) -> Result<Connection, ParseError> {
             CTA_TUPLE_ORIG => connection.original = tuple(value)?,
             CTA_TUPLE_REPLY => connection.reply = tuple(value)?,
             CTA_STATUS => connection.status = u32_be(value),
+            CTA_PROTOINFO => connection.tcp_state = tcp_state(value)?,
             _ => {}
         }
         Ok(())
@@ -162,6 +180,23 @@ pub fn table_size(attributes: &[u8]) -> Result<(Option<u64>, Option<u64>), Parse
         Ok(())
     })?;
     Ok((entries, limit))
+}
+
+/// The TCP state in a `CTA_PROTOINFO` attribute.
+fn tcp_state(attributes: &[u8]) -> Result<Option<u8>, ParseError> {
+    let mut state = None;
+    for_each(attributes, |kind, value| {
+        if kind == CTA_PROTOINFO_TCP {
+            for_each(value, |kind, value| {
+                if kind == CTA_PROTOINFO_TCP_STATE {
+                    state = value.first().copied();
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    })?;
+    Ok(state)
 }
 
 fn tuple(attributes: &[u8]) -> Result<Tuple, ParseError> {
@@ -223,9 +258,9 @@ fn u16_be(value: &[u8]) -> u16 {
 }
 
 fn u32_be(value: &[u8]) -> u32 {
-    value
-        .get(..4)
-        .map_or(0, |bytes| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    value.get(..4).map_or(0, |bytes| {
+        u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+    })
 }
 
 #[cfg(test)]
@@ -248,7 +283,12 @@ pub(crate) mod tests {
         attribute(kind | 0x8000, &attributes.concat())
     }
 
-    fn tuple_attribute(kind: u16, source: [u8; 4], destination: [u8; 4], ports: (u16, u16)) -> Vec<u8> {
+    fn tuple_attribute(
+        kind: u16,
+        source: [u8; 4],
+        destination: [u8; 4],
+        ports: (u16, u16),
+    ) -> Vec<u8> {
         nested(
             kind,
             &[
@@ -277,12 +317,23 @@ pub(crate) mod tests {
         crate::snapshot::netlink::tests::message(kind, &payload)
     }
 
-    /// A masqueraded connection: 10.1.0.2:51000 to 10.2.0.2:80, translated to 10.2.0.1:40003.
+    /// A masqueraded connection: 10.1.0.2:51000 to 10.2.0.2:80, translated to 10.2.0.1:40003,
+    /// in `TIME_WAIT`.
     pub(crate) fn masqueraded() -> Vec<u8> {
         [
             tuple_attribute(CTA_TUPLE_ORIG, [10, 1, 0, 2], [10, 2, 0, 2], (51000, 80)),
             tuple_attribute(CTA_TUPLE_REPLY, [10, 2, 0, 2], [10, 2, 0, 1], (80, 40003)),
             attribute(CTA_STATUS, &(IPS_SRC_NAT | 0x8).to_be_bytes()),
+            nested(
+                CTA_PROTOINFO,
+                &[nested(
+                    CTA_PROTOINFO_TCP,
+                    &[attribute(
+                        CTA_PROTOINFO_TCP_STATE,
+                        &[TCP_CONNTRACK_TIME_WAIT],
+                    )],
+                )],
+            ),
         ]
         .concat()
     }
@@ -303,6 +354,7 @@ pub(crate) mod tests {
         assert_eq!(nat.original.protocol, 6);
         assert_eq!(nat.reply.destination, Some(IpAddr::from([10, 2, 0, 1])));
         assert_eq!(nat.reply.destination_port, 40003);
+        assert!(nat.is_closing());
     }
 
     #[test]
@@ -316,7 +368,11 @@ pub(crate) mod tests {
         let values = statistics(&cpu).expect("valid");
         assert_eq!(values.get(ConntrackEvent::InsertFailed), 3);
         assert_eq!(values.get(ConntrackEvent::Drop), 5);
-        assert_eq!(values.iter().map(|(_, count)| count).sum::<u64>(), 8, "2 is not exported");
+        assert_eq!(
+            values.iter().map(|(_, count)| count).sum::<u64>(),
+            8,
+            "2 is not exported"
+        );
         let size = [
             attribute(CTA_STATS_GLOBAL_ENTRIES, &12u32.to_be_bytes()),
             attribute(CTA_STATS_GLOBAL_MAX_ENTRIES, &262_144u32.to_be_bytes()),

@@ -144,7 +144,8 @@ fn snapshot_namespace(
         }
     }
     listed.extend(listed_here);
-    let conntrack = conntrack_socket.map(|socket| socket.and_then(|socket| conntrack::read(&socket)));
+    let conntrack =
+        conntrack_socket.map(|socket| socket.and_then(|socket| conntrack::read(&socket)));
     let conntrack_unreadable = matches!(conntrack, Some(Err(_)));
     let conntrack = conntrack.and_then(|read| {
         read.inspect_err(|error| {

@@ -24,13 +24,13 @@ pub use self::{
     headroom::{
         BIND_BEFORE_CONNECT, DESTINATION_PORTS_IN_USE, DESTINATION_UTILIZATION, UTILIZATION_MAX,
     },
-    nat::{
-        CONNTRACK_ENTRIES, CONNTRACK_ENTRIES_LIMIT, CONNTRACK_EVENTS, DESTINATION_CONNECT_TIMEOUTS,
-        DESTINATION_SYN_SENT, NAT_PORTS_IN_USE, NAT_UTILIZATION, NAT_UTILIZATION_MAX,
-    },
     namespace::{
         EPHEMERAL_PORTS_CAPACITY, EPHEMERAL_PORTS_RESERVED, EPHEMERAL_RANGE_MAX,
         EPHEMERAL_RANGE_MIN, NAMESPACE_INFO, NETNS_WORKLOAD_INFO, PORTS_IN_USE, SOCKETS,
+    },
+    nat::{
+        CONNTRACK_ENTRIES, CONNTRACK_ENTRIES_LIMIT, CONNTRACK_EVENTS, DESTINATION_CONNECT_TIMEOUTS,
+        DESTINATION_SYN_SENT, NAT_PORTS_IN_USE, NAT_UTILIZATION, NAT_UTILIZATION_MAX,
     },
     own::{
         BUILD_INFO, DEGRADED, EVENTS, EVENTS_LOST, EVENTS_UNDECODABLE, KERNEL_MAP_FULL, NAMESPACES,
@@ -535,14 +535,21 @@ mod golden {
         conntrack.events.add(ConntrackEvent::Drop, 3);
         conntrack.events.add(ConntrackEvent::ClashResolve, 1);
         for (count, port) in [(5, 80), (1, 53)] {
-            let protocol = if port == 53 { Protocol::Udp } else { Protocol::Tcp };
+            let protocol = if port == 53 {
+                Protocol::Udp
+            } else {
+                Protocol::Tcp
+            };
             for _ in 0..count {
-                conntrack.count_nat(NatKey {
-                    protocol,
-                    nat_address: "10.2.0.1".parse().expect("literal"),
-                    destination: "10.2.0.2".parse().expect("literal"),
-                    destination_port: port,
-                });
+                conntrack.count_nat(
+                    NatKey {
+                        protocol,
+                        nat_address: "10.2.0.1".parse().expect("literal"),
+                        destination: "10.2.0.2".parse().expect("literal"),
+                        destination_port: port,
+                    },
+                    false,
+                );
             }
         }
         conntrack

@@ -70,7 +70,7 @@ pub(super) fn render(model: &Model) -> [Family<'static>; 8] {
     let mut timeouts = Family::new(&DESTINATION_CONNECT_TIMEOUTS);
     for (netns, gauges) in model.namespaces() {
         let netns = netns.to_string();
-        if let Some(conntrack) = &gauges.conntrack {
+        if let Some(conntrack) = gauges.conntrack.as_ref().filter(|table| table.in_use) {
             entries.add(&[&netns], conntrack.entries as f64);
             if let Some(most) = conntrack.limit {
                 limit.add(&[&netns], most as f64);

@@ -120,10 +120,7 @@ pub(super) fn render<'a>(model: &Model, fixed: &'a Static) -> Vec<Family<'a>> {
         stats.unreadable_namespaces as f64,
     );
     degraded.add(&["sysctl_unreadable"], stats.unreadable_sysctls as f64);
-    degraded.add(
-        &["conntrack_unreadable"],
-        stats.unreadable_conntrack as f64,
-    );
+    degraded.add(&["conntrack_unreadable"], stats.unreadable_conntrack as f64);
     for reason in [
         kernel::BIND_UNAVAILABLE,
         kernel::AUTOBIND_UNAVAILABLE,

@@ -76,7 +76,7 @@ fn serve(flags: Flags) -> Result<()> {
     let (mut kernel, events) = Kernel::load(flags.collectors(), flags.cgroup_root.as_deref())
         .context("cannot start the kernel programs")?;
     kernel.seed_bound_sockets(&flags.procfs);
-    kernel::requirements::drop_attach_capabilities()
+    kernel::requirements::drop_attach_capabilities(!flags.no_conntrack)
         .context("dropping the capabilities only attaching needed")?;
     for hook in kernel.hooks() {
         tracing::info!(program = hook.program, hook = %hook.attach_point, facts = hook.facts, "attached");
@@ -112,11 +112,14 @@ async fn serve_attached(
     let (stop_snapshots, snapshots_stopped) = mpsc::channel();
     let snapshot_health = Arc::clone(&health);
     let snapshots = snapshot::spawn(
-        flags.procfs.clone(),
+        snapshot::Sources {
+            proc: flags.procfs.clone(),
+            bound_sockets: kernel.bound_sockets(),
+            conntrack: !flags.no_conntrack,
+        },
         snapshot_interval,
         Arc::clone(&model),
         kernel.transitions(),
-        kernel.bound_sockets(),
         snapshots_stopped,
         move |duration| snapshot_health.snapshot_taken(duration),
     )
@@ -198,12 +201,12 @@ async fn check(flags: &Flags) -> Result<()> {
     for unavailable in kernel.unavailable() {
         println!("UNAVAILABLE {}: {}", unavailable.reason, unavailable.cause);
     }
-    let procfs = flags.procfs.clone();
-    let bound_sockets = kernel.bound_sockets();
-    let node = tokio::task::spawn_blocking(move || {
-        snapshot::snapshot_node(&procfs, bound_sockets.as_ref())
-    })
-    .await?;
+    let sources = snapshot::Sources {
+        proc: flags.procfs.clone(),
+        bound_sockets: kernel.bound_sockets(),
+        conntrack: !flags.no_conntrack,
+    };
+    let node = tokio::task::spawn_blocking(move || snapshot::snapshot_node(&sources)).await?;
     println!(
         "snapshot: {} network namespaces read in {:.1} ms, {} unreadable",
         node.namespaces.len(),

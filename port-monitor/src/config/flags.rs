@@ -124,6 +124,15 @@ pub struct Flags {
     )]
     pub no_autobind: bool,
 
+    /// Do not read conntrack tables (no conntrack or NAT gauges): ctnetlink refuses every
+    /// request without the network admin capability, which the daemon then drops with the other
+    /// capabilities only attaching needs.
+    #[arg(
+        long = "no-collector.conntrack",
+        env = "PORT_MONITOR_NO_COLLECTOR_CONNTRACK"
+    )]
+    pub no_conntrack: bool,
+
     /// TOML file with thresholds and sizes (docs/configuration.md). Without it every
     /// default applies.
     #[arg(long = "config.file", env = "PORT_MONITOR_CONFIG_FILE")]

@@ -39,7 +39,10 @@ const NEEDED: [(Capability, &str); 5] = [
         Capability::CAP_PERFMON,
         "attach tracepoints, read kernel memory",
     ),
-    (Capability::CAP_NET_ADMIN, "attach cgroup socket programs"),
+    (
+        Capability::CAP_NET_ADMIN,
+        "attach cgroup socket programs, read conntrack tables",
+    ),
     (
         Capability::CAP_SYS_ADMIN,
         "enter network namespaces (setns)",
@@ -70,17 +73,20 @@ pub fn check_capabilities() -> Result<(), MissingRequirement> {
     }
 }
 
-/// Capabilities only loading and attaching needs: given up once the programs are attached,
-/// so that a compromise of the running daemon cannot attach or trace anything else.
-const ONLY_FOR_ATTACHING: [Capability; 2] = [Capability::CAP_NET_ADMIN, Capability::CAP_PERFMON];
-
-/// Drops [`ONLY_FOR_ATTACHING`] from the effective and permitted sets, for good. Kept:
-/// `CAP_BPF` (the maps), `CAP_SYS_ADMIN` (setns), `CAP_SYS_PTRACE` (other processes' /proc).
+/// Drops the capabilities only loading and attaching need from the effective and permitted
+/// sets, for good, so that a compromise of the running daemon cannot attach or trace
+/// anything else: `CAP_PERFMON` always, `CAP_NET_ADMIN` unless `reads_conntrack` (ctnetlink
+/// refuses even a read without it). Kept: `CAP_BPF` (the maps), `CAP_SYS_ADMIN` (setns),
+/// `CAP_SYS_PTRACE` (other processes' /proc).
 ///
 /// # Errors
 /// When the kernel refuses (it does not for a process dropping its own capabilities).
-pub fn drop_attach_capabilities() -> Result<(), caps::errors::CapsError> {
-    for capability in ONLY_FOR_ATTACHING {
+pub fn drop_attach_capabilities(reads_conntrack: bool) -> Result<(), caps::errors::CapsError> {
+    let net_admin = (!reads_conntrack).then_some(Capability::CAP_NET_ADMIN);
+    for capability in [Some(Capability::CAP_PERFMON), net_admin]
+        .into_iter()
+        .flatten()
+    {
         caps::drop(None, CapSet::Effective, capability)?;
         caps::drop(None, CapSet::Permitted, capability)?;
     }

@@ -15,7 +15,7 @@ use super::{
     ctnetlink::{self, Connection},
     netlink::Batch,
 };
-use crate::model::{ConntrackSnapshot, NatKey, Protocol};
+use crate::model::{ConntrackSnapshot, NatKey, NetnsId, Protocol};
 
 /// Why a namespace's conntrack table could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -45,13 +45,37 @@ pub enum ConntrackError {
 
 /// Where conntrack keeps its count in every namespace once the module is loaded: without it,
 /// the namespace has no conntrack table and nothing is asked (asking would load the module).
-pub const COUNT_SYSCTL: &str = "/proc/sys/net/netfilter/nf_conntrack_count";
+const COUNT_SYSCTL: &str = "/proc/sys/net/netfilter/nf_conntrack_count";
+
+/// Opens a netfilter netlink socket in the calling thread's namespace if conntrack is loaded:
+/// `None` where it is not (asking ctnetlink would load it, for every namespace).
+#[must_use]
+pub fn open_if_loaded() -> Option<Result<Socket, ConntrackError>> {
+    std::path::Path::new(COUNT_SYSCTL).exists().then(open)
+}
+
+/// Reads the table through `socket` where there is one, logging why it could not: the
+/// table, and whether it could not be read.
+#[must_use]
+pub fn read_logged(
+    socket: Option<Result<Socket, ConntrackError>>,
+    netns: NetnsId,
+) -> (Option<ConntrackSnapshot>, bool) {
+    match socket.map(|socket| socket.and_then(|socket| read(&socket))) {
+        None => (None, false),
+        Some(Ok(table)) => (Some(table), false),
+        Some(Err(error)) => {
+            tracing::warn!(netns, %error, "cannot read the namespace's conntrack table");
+            (None, true)
+        }
+    }
+}
 
 /// Opens a netfilter netlink socket in the calling thread's namespace.
 ///
 /// # Errors
 /// When the socket cannot be created.
-pub fn open() -> Result<Socket, ConntrackError> {
+fn open() -> Result<Socket, ConntrackError> {
     let mut socket = Socket::new(NETLINK_NETFILTER).map_err(ConntrackError::Socket)?;
     socket.bind_auto().map_err(ConntrackError::Socket)?;
     socket

@@ -50,6 +50,16 @@ impl SnapshotError {
     }
 }
 
+/// What a snapshot reads, besides each namespace's socket tables and port sysctls.
+pub struct Sources {
+    /// The host's procfs: where the namespaces are found.
+    pub proc: PathBuf,
+    /// Which TCP sockets got their port from `bind()`, where the kernel programs track them.
+    pub bound_sockets: Option<BoundSocketReader>,
+    /// Whether each namespace's conntrack table is read (ctnetlink needs `CAP_NET_ADMIN`).
+    pub conntrack: bool,
+}
+
 /// The result of snapshotting every namespace once.
 pub struct NodeSnapshot {
     pub namespaces: Vec<NamespaceSnapshot>,
@@ -58,14 +68,12 @@ pub struct NodeSnapshot {
     pub duration: Duration,
 }
 
-/// Discovers the namespaces under `proc` and snapshots each. `bound_sockets` tells which TCP
-/// sockets got their port from `bind()` (charged to every destination), and adds the idle
-/// ones where the kernel's tables do not list them (before 6.7).
+/// Discovers the namespaces under `sources.proc` and snapshots each. `sources.bound_sockets`
+/// tells which TCP sockets got their port from `bind()` (charged to every destination), and
+/// adds the idle ones where the kernel's tables do not list them (before 6.7).
 #[must_use]
-pub fn snapshot_node(
-    proc: &std::path::Path,
-    bound_sockets: Option<&BoundSocketReader>,
-) -> NodeSnapshot {
+pub fn snapshot_node(sources: &Sources) -> NodeSnapshot {
+    let bound_sockets = sources.bound_sockets.as_ref();
     let started = Instant::now();
     let mut namespaces = Vec::new();
     let mut failed = Vec::new();
@@ -75,8 +83,13 @@ pub fn snapshot_node(
         .unwrap_or_default();
     let lists_bound = bound_sockets.is_some_and(BoundSocketReader::tables_list_them);
     let mut listed = HashSet::new();
-    for netns in netns::discover(proc) {
-        match snapshot_namespace(&netns, &bound, lists_bound, &mut listed) {
+    for netns in netns::discover(&sources.proc) {
+        let read = Reading {
+            bound: &bound,
+            lists_bound,
+            conntrack: sources.conntrack,
+        };
+        match snapshot_namespace(&netns, &read, &mut listed) {
             Ok(snapshot) => namespaces.push(snapshot),
             Err(error) if error.is_vanished() => {
                 tracing::debug!(netns = netns.id, %error, "namespace went away during snapshot");
@@ -107,22 +120,29 @@ pub fn snapshot_node(
     }
 }
 
+/// What reading one namespace needs to know.
+struct Reading<'a> {
+    /// The sockets the kernel programs saw get a port from `bind()`, by namespace cookie.
+    bound: &'a HashMap<u64, Tracked>,
+    /// Whether the kernel's tables list bound, idle TCP sockets (6.7 and later).
+    lists_bound: bool,
+    conntrack: bool,
+}
+
 fn snapshot_namespace(
     netns: &Netns,
-    bound: &HashMap<u64, Tracked>,
-    lists_bound: bool,
+    read: &Reading<'_>,
     listed: &mut HashSet<u64>,
 ) -> Result<NamespaceSnapshot, SnapshotError> {
     let id = netns.id;
-    let (socket, ports, conntrack_socket) = netns::run_in(netns, || {
+    let reads_conntrack = read.conntrack;
+    let (socket, ports, conntrack_socket) = netns::run_in(netns, move || {
         sock_diag::open().map(|socket| {
-            // Only where conntrack is loaded: asking ctnetlink would load it otherwise.
-            let conntrack = std::path::Path::new(conntrack::COUNT_SYSCTL)
-                .exists()
-                .then(conntrack::open);
+            let conntrack = reads_conntrack.then(conntrack::open_if_loaded).flatten();
             (socket, netns::read_port_config(), conntrack)
         })
     })??;
+    let (bound, lists_bound) = (read.bound, read.lists_bound);
     let ports = ports
         .inspect_err(|error| {
             tracing::warn!(netns = id, %error, "cannot read the namespace's port sysctls");
@@ -144,15 +164,7 @@ fn snapshot_namespace(
         }
     }
     listed.extend(listed_here);
-    let conntrack =
-        conntrack_socket.map(|socket| socket.and_then(|socket| conntrack::read(&socket)));
-    let conntrack_unreadable = matches!(conntrack, Some(Err(_)));
-    let conntrack = conntrack.and_then(|read| {
-        read.inspect_err(|error| {
-            tracing::warn!(netns = id, %error, "cannot read the namespace's conntrack table");
-        })
-        .ok()
-    });
+    let (conntrack, conntrack_unreadable) = conntrack::read_logged(conntrack_socket, id);
     Ok(NamespaceSnapshot {
         netns: id,
         cookie,
@@ -201,11 +213,10 @@ fn bound_inactive(bound: &BoundSocket) -> model::Socket {
 /// # Errors
 /// When the thread cannot be started.
 pub fn spawn(
-    proc: PathBuf,
+    sources: Sources,
     interval: Duration,
     model: Arc<RwLock<Model>>,
     transitions: TransitionReader,
-    bound_sockets: Option<BoundSocketReader>,
     stop: mpsc::Receiver<()>,
     on_snapshot: impl Fn(Duration) + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -216,7 +227,7 @@ pub fn spawn(
             loop {
                 let started = Instant::now();
                 let before = read_transitions(&transitions);
-                let snapshot = snapshot_node(&proc, bound_sockets.as_ref());
+                let snapshot = snapshot_node(&sources);
                 let after = read_transitions(&transitions);
                 let mut model = model.write().unwrap_or_else(PoisonError::into_inner);
                 let timing = Timing {

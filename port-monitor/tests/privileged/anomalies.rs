@@ -10,7 +10,7 @@ use crate::{
     support::{Exporter, Metrics, TestNetns, privileged},
 };
 
-const KINDS: [&str; 7] = [
+const KINDS: [&str; 8] = [
     "port_exhaustion",
     "near_exhaustion",
     "bind_conflict",
@@ -18,6 +18,7 @@ const KINDS: [&str; 7] = [
     "time_wait_accumulation",
     "connection_churn",
     "port_scan",
+    "nat_exhaustion",
 ];
 
 pub fn anomalies(metrics: &Metrics, netns: &str, kind: &str) -> Option<f64> {

@@ -219,25 +219,29 @@ fn privileged_capabilities_only_attaching_needs_are_dropped() {
     if !privileged("capabilities_only_attaching_needs_are_dropped") {
         return;
     }
-    let exporter = Exporter::start();
-    let threads = effective_capabilities(exporter.pid());
-    // The main thread, the runtime's workers and the snapshot thread at least.
-    assert!(threads.len() >= 4, "threads: {threads:?}");
-    for (name, capabilities) in &threads {
-        let has = |bit: u32| capabilities & (1 << bit) != 0;
-        // capability.h: NET_ADMIN 12, SYS_PTRACE 19, SYS_ADMIN 21, PERFMON 38, BPF 39.
-        assert!(
-            !has(12) && !has(38),
-            "NET_ADMIN and PERFMON dropped in thread {name}: {capabilities:#x}"
-        );
-        assert!(
-            has(21) && has(19) && has(39),
-            "SYS_ADMIN, SYS_PTRACE and BPF kept in thread {name}: {capabilities:#x}"
-        );
+    // NET_ADMIN stays while conntrack tables are read (ctnetlink refuses any request
+    // without it), and goes with --no-collector.conntrack.
+    for (flags, keeps_net_admin) in [(&[][..], true), (&["--no-collector.conntrack"][..], false)] {
+        let exporter = Exporter::start_with(flags);
+        let threads = effective_capabilities(exporter.pid());
+        // The main thread, the runtime's workers and the snapshot thread at least.
+        assert!(threads.len() >= 4, "threads: {threads:?}");
+        for (name, capabilities) in &threads {
+            let has = |bit: u32| capabilities & (1 << bit) != 0;
+            // capability.h: NET_ADMIN 12, SYS_PTRACE 19, SYS_ADMIN 21, PERFMON 38, BPF 39.
+            assert!(
+                !has(38) && has(12) == keeps_net_admin,
+                "PERFMON dropped, NET_ADMIN kept only for conntrack ({flags:?}) in thread {name}: {capabilities:#x}"
+            );
+            assert!(
+                has(21) && has(19) && has(39),
+                "SYS_ADMIN, SYS_PTRACE and BPF kept in thread {name}: {capabilities:#x}"
+            );
+        }
+        // And it still works without them: a namespace snapshot and the kernel counters.
+        let metrics = crate::ground_truth::wait_snapshots(&exporter, 2.0);
+        assert!(metrics.value("port_monitor_namespaces", &[]) >= 1.0);
     }
-    // And it still works without them: a namespace snapshot and the kernel counters.
-    let metrics = crate::ground_truth::wait_snapshots(&exporter, 2.0);
-    assert!(metrics.value("port_monitor_namespaces", &[]) >= 1.0);
 }
 
 /// The daemon's CPU time in seconds, from its /proc/<pid>/stat (utime + stime, in clock ticks

@@ -24,6 +24,7 @@ mod health;
 mod http_abuse;
 mod lifecycle;
 mod namespaces;
+mod nat;
 mod prometheus;
 mod restart;
 mod support;

@@ -3,6 +3,7 @@
 pub mod exporter;
 pub mod metrics;
 pub mod netns;
+pub mod routed;
 pub mod sockets;
 pub mod ss;
 

@@ -1,7 +1,7 @@
 // Building blocks shared by the dashboards: template variables, panels, queries. Typed
 // against @grafana/schema, so `npm run check` (tsc) proves every dashboard is a valid
 // Grafana dashboard model.
-import type { DataSourceRef, Panel, VariableModel } from "@grafana/schema";
+import type { DataSourceRef, Panel, RowPanel, VariableModel } from "@grafana/schema";
 import { VariableHide, VariableRefresh } from "@grafana/schema";
 
 export const datasource: DataSourceRef = { type: "prometheus", uid: "${datasource}" };
@@ -74,4 +74,9 @@ export function table(title: string, description: string, queries: Query[], grid
     options: { showHeader: true },
     targets: panel.targets?.map((target) => ({ ...target, format: "table", instant: true })),
   };
+}
+
+/** A row header across the dashboard at height y: the panels below it, down to the next row, are its own. */
+export function row(title: string, y: number): RowPanel {
+  return { id: nextId++, type: "row", title, collapsed: false, panels: [], gridPos: { x: 0, y, w: 24, h: 1 } };
 }

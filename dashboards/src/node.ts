@@ -1,14 +1,15 @@
 // Node overview: how full every namespace's ephemeral range is, TIME_WAIT, failures and
-// anomalies as they happen, and the exporter's own health.
+// anomalies as they happen, and the exporter's own health; then the NATs and conntrack
+// tables of the node's namespaces.
 import type { Dashboard } from "@grafana/schema";
-import { selector, table, timeseries, variables } from "./common";
+import { row, selector, table, timeseries, variables } from "./common";
 
 const ns = `${selector}, netns=~"$netns"`;
 
 export const node: Dashboard = {
   uid: "port-monitor-node",
   title: "port-monitor / Node overview",
-  description: "Ephemeral port use per network namespace, TIME_WAIT, exhaustion and anomalies.",
+  description: "Ephemeral port use per network namespace, TIME_WAIT, exhaustion and anomalies; NAT ports and conntrack tables.",
   tags: ["port-monitor"],
   schemaVersion: 39,
   editable: true,
@@ -73,6 +74,36 @@ export const node: Dashboard = {
       "The most recent anomaly of each kind, with the process and cgroup when the kernel saw them.",
       [{ expr: `port_monitor_anomaly_last_info{${selector}}`, legend: "{{kind}}" }],
       { x: 0, y: 24, w: 24, h: 8 },
+    ),
+    row("NAT and conntrack", 32),
+    timeseries(
+      "Worst NAT utilization per namespace",
+      "The highest share of its source-NAT port range a namespace's NAT (SNAT, MASQUERADE) uses toward one destination. At 1 the NAT drops new connections to it: their clients time out.",
+      "percentunit",
+      [{ expr: `max by (instance, netns, protocol) (port_monitor_nat_utilization_max_ratio{${ns}})`, legend: "{{instance}} {{netns}} {{protocol}}" }],
+      { x: 0, y: 33, w: 8, h: 8 },
+    ),
+    timeseries(
+      "Conntrack entries and limit",
+      "Connections in each namespace's conntrack table (conntrack -C), and the limit (nf_conntrack_max): when full, the first packet of every new connection is dropped.",
+      "short",
+      [
+        { expr: `sum by (instance, netns) (port_monitor_conntrack_entries{${ns}})`, legend: "{{instance}} {{netns}}" },
+        { expr: `max by (instance) (port_monitor_conntrack_entries_limit{${ns}})`, legend: "limit {{instance}}" },
+      ],
+      { x: 8, y: 33, w: 8, h: 8 },
+    ),
+    timeseries(
+      "Conntrack failures per second",
+      "Packets of new connections the conntrack table refused (conntrack -S): insert_failed and drop rise when a NAT has no port left, early_drop when the table is full.",
+      "ops",
+      [
+        {
+          expr: `sum by (instance, netns, event) (rate(port_monitor_conntrack_events_total{${ns}, event=~"insert_failed|drop|early_drop"}[5m]))`,
+          legend: "{{instance}} {{netns}} {{event}}",
+        },
+      ],
+      { x: 16, y: 33, w: 8, h: 8 },
     ),
   ],
 };

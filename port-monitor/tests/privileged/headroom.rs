@@ -273,7 +273,7 @@ fn privileged_udp_headroom_is_every_udp_port_of_the_namespace() {
     drop((bound, receiver, autobound));
 }
 
-/// A client that binds port 0 and then connects (as HAProxy's `source`, nginx's
+/// A client that binds port 0 and then connects (as `HAProxy`'s `source`, nginx's
 /// `proxy_bind` do) takes a port the kernel will not give any other connection, whatever its
 /// destination: each is charged to every destination, counted, and named as an anomaly.
 /// Checked against the kernel: only the ports left over are connectable to another server.

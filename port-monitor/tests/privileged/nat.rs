@@ -1,6 +1,6 @@
 //! The node's own NAT, for real: a client namespace reaches a server namespace through a router
 //! namespace that masquerades it to five ports. The sixth connection finds no NAT port: the
-//! router's conntrack drops its SYN and the client's connect() times out. The exporter sees
+//! router's conntrack drops its SYN and the client's `connect()` times out. The exporter sees
 //! both sides, and its conntrack counts are the kernel's (`conntrack -S`, `conntrack -C`).
 
 use std::{
@@ -69,10 +69,10 @@ fn events_match(metrics: &Metrics, netns: &TestNetns) -> bool {
 
 /// The anomaly naming the NAT destination, then a second one when conntrack starts failing
 /// inserts: `nat_exhaustion` is 2 in the router, and nothing else happened anywhere.
-fn assert_nat_exhaustion(metrics: &Metrics, routed: &Routed) {
-    let router = routed.router.label();
+fn assert_nat_exhaustion(metrics: &Metrics, net: &Routed) {
+    let router = net.router.label();
     assert_anomalies(metrics, &router, &[("nat_exhaustion", 2.0)]);
-    assert_anomalies(metrics, &routed.client.label(), &[]);
+    assert_anomalies(metrics, &net.client.label(), &[]);
     assert_eq!(
         metrics.get(
             "port_monitor_degraded",
@@ -82,29 +82,68 @@ fn assert_nat_exhaustion(metrics: &Metrics, routed: &Routed) {
     );
 }
 
+/// Connects [`DROPPED`] times at once from the client to `server` and waits for the exporter
+/// to show them waiting in `SYN_SENT` meanwhile; returns how each connect ended.
+fn connect_while_watching_syn_sent(
+    net: &Routed,
+    exporter: &Exporter,
+    server: SocketAddr,
+) -> Vec<Result<(), ErrorKind>> {
+    let client = net.client.label();
+    std::thread::scope(|scope| {
+        let connects = scope.spawn(|| {
+            net.client.run(move || {
+                let attempts: Vec<_> = (0..DROPPED)
+                    .map(|_| {
+                        std::thread::spawn(move || {
+                            TcpStream::connect_timeout(&server, Duration::from_mins(1))
+                                .map(drop)
+                                .map_err(|error| error.kind())
+                        })
+                    })
+                    .collect();
+                attempts
+                    .into_iter()
+                    .map(|attempt| attempt.join().expect("connect thread"))
+                    .collect::<Vec<_>>()
+            })
+        });
+        let waiting = [
+            ("netns", client.as_str()),
+            ("protocol", "tcp"),
+            ("dst_addr", "10.77.2.2"),
+            ("dst_port", "8080"),
+        ];
+        exporter.wait_until(Duration::from_secs(10), |m| {
+            m.get("port_monitor_destination_syn_sent", &waiting) == Some(3.0)
+        });
+        connects.join().expect("connects")
+    })
+}
+
 #[test]
 fn privileged_a_nat_out_of_tcp_ports_is_seen_at_the_router_and_the_client() {
     if !privileged("a_nat_out_of_tcp_ports_is_seen_at_the_router_and_the_client") {
         return;
     }
-    let routed = Routed::new("nat");
-    routed.masquerade("tcp", Some(NAT_PORTS));
+    let net = Routed::new("nat");
+    net.masquerade("tcp", Some(NAT_PORTS));
     // Two SYN retransmissions: a dropped connect times out after about 7 s.
-    routed.client.sysctl("net.ipv4.tcp_syn_retries", "2");
+    net.client.sysctl("net.ipv4.tcp_syn_retries", "2");
     let config = config_with_nat_ports(NAT_PORTS);
     let exporter = Exporter::start_with(&[&format!("--config.file={}", config.display())]);
     let server = SocketAddr::from((SERVER, 8080));
-    let listener = routed
+    let listener = net
         .server
         .run(move || TcpListener::bind(server).expect("listen"));
 
     // Five connections take the NAT's five ports toward the server.
-    let held = routed.client.run(move || {
+    let held = net.client.run(move || {
         (0..5)
             .map(|_| TcpStream::connect_timeout(&server, Duration::from_secs(30)).expect("connect"))
             .collect::<Vec<_>>()
     });
-    let (router, client) = (routed.router.label(), routed.client.label());
+    let (router, client) = (net.router.label(), net.client.label());
     let nat = toward_server(&router, "tcp", "8080");
     let metrics = exporter.wait_until(Duration::from_secs(10), |m| {
         m.get("port_monitor_nat_utilization_ratio", &nat) == Some(1.0)
@@ -133,35 +172,7 @@ fn privileged_a_nat_out_of_tcp_ports_is_seen_at_the_router_and_the_client() {
     );
 
     // Three more find no port: their SYNs are dropped, they wait in SYN_SENT, then time out.
-    let outcomes = std::thread::scope(|scope| {
-        let connects = scope.spawn(|| {
-            routed.client.run(move || {
-                let attempts: Vec<_> = (0..DROPPED)
-                    .map(|_| {
-                        std::thread::spawn(move || {
-                            TcpStream::connect_timeout(&server, Duration::from_secs(60))
-                                .map(drop)
-                                .map_err(|error| error.kind())
-                        })
-                    })
-                    .collect();
-                attempts
-                    .into_iter()
-                    .map(|attempt| attempt.join().expect("connect thread"))
-                    .collect::<Vec<_>>()
-            })
-        });
-        let waiting = [
-            ("netns", client.as_str()),
-            ("protocol", "tcp"),
-            ("dst_addr", "10.77.2.2"),
-            ("dst_port", "8080"),
-        ];
-        exporter.wait_until(Duration::from_secs(10), |m| {
-            m.get("port_monitor_destination_syn_sent", &waiting) == Some(3.0)
-        });
-        connects.join().expect("connects")
-    });
+    let outcomes = connect_while_watching_syn_sent(&net, &exporter, server);
     assert_eq!(outcomes, vec![Err(ErrorKind::TimedOut); DROPPED]);
 
     let timeouts = [
@@ -173,9 +184,9 @@ fn privileged_a_nat_out_of_tcp_ports_is_seen_at_the_router_and_the_client() {
     let metrics = exporter.wait_until(Duration::from_secs(10), |m| {
         m.get("port_monitor_destination_connect_timeouts_total", &timeouts) == Some(3.0)
             && anomalies(m, &router, "nat_exhaustion") == Some(2.0)
-            && events_match(m, &routed.router)
+            && events_match(m, &net.router)
     });
-    let kernel = routed::conntrack_statistics(&routed.router);
+    let kernel = routed::conntrack_statistics(&net.router);
     assert!(
         kernel["insert_failed"] >= 3 && kernel["drop"] >= 3,
         "the kernel dropped every SYN: {kernel:?}"
@@ -187,9 +198,9 @@ fn privileged_a_nat_out_of_tcp_ports_is_seen_at_the_router_and_the_client() {
         ),
         Some(3.0)
     );
-    assert_nat_exhaustion(&metrics, &routed);
+    assert_nat_exhaustion(&metrics, &net);
     // The client and the server have no NAT of their own: no conntrack series for them.
-    for quiet in [&routed.client, &routed.server] {
+    for quiet in [&net.client, &net.server] {
         assert_eq!(
             metrics.get(
                 "port_monitor_conntrack_entries",
@@ -209,12 +220,12 @@ fn privileged_a_nat_out_of_udp_ports_is_seen_at_the_router() {
     if !privileged("a_nat_out_of_udp_ports_is_seen_at_the_router") {
         return;
     }
-    let routed = Routed::new("natu");
-    routed.masquerade("udp", Some(NAT_PORTS));
+    let net = Routed::new("natu");
+    net.masquerade("udp", Some(NAT_PORTS));
     let config = config_with_nat_ports(NAT_PORTS);
     let exporter = Exporter::start_with(&[&format!("--config.file={}", config.display())]);
     let server = SocketAddr::from((SERVER, 5353));
-    let receiver = routed.server.run(move || {
+    let receiver = net.server.run(move || {
         let socket = UdpSocket::bind(server).expect("bind");
         socket
             .set_read_timeout(Some(Duration::from_millis(500)))
@@ -222,7 +233,7 @@ fn privileged_a_nat_out_of_udp_ports_is_seen_at_the_router() {
         socket
     });
     // Eight flows from eight client ports: five NAT ports, three flows dropped.
-    let senders = routed.client.run(move || {
+    let senders = net.client.run(move || {
         (0..5 + DROPPED)
             .map(|_| {
                 let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind");
@@ -231,26 +242,26 @@ fn privileged_a_nat_out_of_udp_ports_is_seen_at_the_router() {
             })
             .collect::<Vec<_>>()
     });
-    let mut received = 0;
+    let mut delivered = 0;
     let mut buffer = [0; 16];
     while receiver.recv_from(&mut buffer).is_ok() {
-        received += 1;
+        delivered += 1;
     }
-    assert_eq!(received, 5, "only five flows got a NAT port");
+    assert_eq!(delivered, 5, "only five flows got a NAT port");
 
-    let router = routed.router.label();
+    let router = net.router.label();
     let nat = toward_server(&router, "udp", "5353");
     let metrics = exporter.wait_until(Duration::from_secs(10), |m| {
         m.get("port_monitor_nat_utilization_ratio", &nat) == Some(1.0)
             && anomalies(m, &router, "nat_exhaustion") == Some(2.0)
-            && events_match(m, &routed.router)
+            && events_match(m, &net.router)
     });
     assert_eq!(
         metrics.get("port_monitor_nat_ports_in_use", &nat),
         Some(5.0)
     );
-    assert!(routed::conntrack_statistics(&routed.router)["insert_failed"] >= 3);
-    assert_nat_exhaustion(&metrics, &routed);
+    assert!(routed::conntrack_statistics(&net.router)["insert_failed"] >= 3);
+    assert_nat_exhaustion(&metrics, &net);
     drop(senders);
     let _ = std::fs::remove_file(config);
 }
@@ -260,18 +271,18 @@ fn privileged_traffic_through_a_roomy_nat_is_no_anomaly() {
     if !privileged("traffic_through_a_roomy_nat_is_no_anomaly") {
         return;
     }
-    let routed = Routed::new("natok");
-    routed.masquerade("tcp", None);
-    routed.masquerade("udp", None);
+    let net = Routed::new("natok");
+    net.masquerade("tcp", None);
+    net.masquerade("udp", None);
     let exporter = Exporter::start();
     let (tcp_server, udp_server) = (
         SocketAddr::from((SERVER, 8080)),
         SocketAddr::from((SERVER, 5353)),
     );
-    let listener = routed
+    let listener = net
         .server
         .run(move || TcpListener::bind(tcp_server).expect("listen"));
-    let held = routed.client.run(move || {
+    let held = net.client.run(move || {
         let streams: Vec<_> = (0..5)
             .map(|_| {
                 TcpStream::connect_timeout(&tcp_server, Duration::from_secs(30)).expect("connect")
@@ -286,7 +297,7 @@ fn privileged_traffic_through_a_roomy_nat_is_no_anomaly() {
             .collect();
         (streams, datagrams)
     });
-    let router = routed.router.label();
+    let router = net.router.label();
     let (tcp, udp) = (
         toward_server(&router, "tcp", "8080"),
         toward_server(&router, "udp", "5353"),
@@ -308,7 +319,7 @@ fn privileged_traffic_through_a_roomy_nat_is_no_anomaly() {
         Some(0.0)
     );
     let metrics = crate::ground_truth::wait_snapshots(&exporter, 2.0);
-    for netns in [&routed.client, &routed.router, &routed.server] {
+    for netns in [&net.client, &net.router, &net.server] {
         assert_anomalies(&metrics, &netns.label(), &[]);
     }
     assert_eq!(

@@ -3,13 +3,23 @@
 //! series the alerts stand on have data.
 
 use std::{
-    net::TcpListener,
+    io::ErrorKind,
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::{AsRawFd as _, OwnedFd},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use crate::support::{Exporter, TestNetns, privileged};
+use nix::{
+    errno::Errno,
+    sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, connect, socket},
+};
+
+use crate::support::{
+    Exporter, TestNetns, privileged,
+    routed::{self, Routed},
+};
 
 /// A Prometheus server on loopback, scraping `target` every second, with the project's
 /// alerting rules loaded. Stopped and its data removed on drop.
@@ -108,7 +118,14 @@ fn privileged_alert_queries_run_on_a_real_prometheus() {
         assert!(std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, 1)).is_err());
         (listener, clients)
     });
-    let exporter = Exporter::start();
+    let config = std::env::temp_dir().join(format!(
+        "port-monitor-prometheus-nat-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&config, "[nat]\nport_range = \"40000-40001\"\n").expect("write config");
+    let exporter = Exporter::start_with(&[&format!("--config.file={}", config.display())]);
+    // A NAT out of ports and its client timing out: the NAT and conntrack panels have data.
+    let nat = a_nat_out_of_ports();
     let prometheus = Prometheus::start(&exporter.address);
     // Wait for a few scrapes.
     let deadline = Instant::now() + Duration::from_mins(1);
@@ -176,7 +193,8 @@ fn privileged_alert_queries_run_on_a_real_prometheus() {
             }
         }
     }
-    drop(held);
+    drop((held, nat));
+    let _ = std::fs::remove_file(config);
 
     // What the alerts and dashboards stand on has data.
     for core in [
@@ -193,6 +211,52 @@ fn privileged_alert_queries_run_on_a_real_prometheus() {
             "{core} has no data: {status}"
         );
     }
+}
+
+/// A router masquerading a client to two ports, both taken by connections to a server: a
+/// third connect timed out, a fourth is still waiting in `SYN_SENT`. Returned to be held.
+fn a_nat_out_of_ports() -> (Routed, Vec<OwnedFd>, Vec<TcpStream>, TcpListener) {
+    let net = Routed::new("promnat");
+    net.masquerade("tcp", Some("40000-40001"));
+    let server = SocketAddr::from((routed::SERVER, 8080));
+    let listener = net
+        .server
+        .run(move || TcpListener::bind(server).expect("listen"));
+    let held = net.client.run(move || {
+        (0..2)
+            .map(|_| TcpStream::connect_timeout(&server, Duration::from_secs(30)).expect("connect"))
+            .collect::<Vec<_>>()
+    });
+    // One SYN retransmission: about 3 s to time out.
+    net.client.sysctl("net.ipv4.tcp_syn_retries", "1");
+    let timed_out = net
+        .client
+        .run(move || TcpStream::connect_timeout(&server, Duration::from_mins(1)).map(drop));
+    assert_eq!(
+        timed_out.map_err(|error| error.kind()),
+        Err(ErrorKind::TimedOut)
+    );
+    // The default six retransmissions: waiting for two minutes, longer than this test.
+    net.client.sysctl("net.ipv4.tcp_syn_retries", "6");
+    let waiting = net.client.run(move || {
+        let socket = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .expect("socket");
+        let address = SockaddrIn::from(match server {
+            SocketAddr::V4(v4) => v4,
+            SocketAddr::V6(_) => unreachable!("an IPv4 server"),
+        });
+        assert_eq!(
+            connect(socket.as_raw_fd(), &address),
+            Err(Errno::EINPROGRESS)
+        );
+        socket
+    });
+    (net, vec![waiting], held, listener)
 }
 
 /// (panel title, query) of every target in a dashboard, with its variables set to match all.

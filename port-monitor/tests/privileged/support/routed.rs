@@ -26,15 +26,15 @@ pub struct Routed {
 
 impl Routed {
     pub fn new(purpose: &str) -> Self {
-        let routed = Self {
+        let net = Self {
             client: TestNetns::new(&format!("{purpose}-c")),
             router: TestNetns::new(&format!("{purpose}-r")),
             server: TestNetns::new(&format!("{purpose}-s")),
         };
         let (client, router, server) = (
-            routed.client.name.as_str(),
-            routed.router.name.as_str(),
-            routed.server.name.as_str(),
+            net.client.name.as_str(),
+            net.router.name.as_str(),
+            net.server.name.as_str(),
         );
         ip(&[
             "-n", client, "link", "add", "eth0", "type", "veth", "peer", "name", "in0", "netns",
@@ -70,8 +70,8 @@ impl Routed {
             "via",
             &ROUTER_INSIDE.to_string(),
         ]);
-        routed.router.sysctl("net.ipv4.ip_forward", "1");
-        routed
+        net.router.sysctl("net.ipv4.ip_forward", "1");
+        net
     }
 
     /// Masquerades the router's `protocol` traffic toward the server, to the ports

@@ -9,7 +9,9 @@ use aya::util::KernelVersion;
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
-use netlink_packet_core::{Emitable as _, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader};
+use netlink_packet_core::{
+    DefaultNla, Emitable, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader,
+};
 
 use super::{
     ctnetlink::{self, Connection},
@@ -105,31 +107,37 @@ pub fn read(socket: &Socket) -> Result<ConntrackSnapshot, ConntrackError> {
         evicts_closing: nat_evicts_closing(),
         ..ConntrackSnapshot::default()
     };
-    request(
-        socket,
-        ctnetlink::GET_STATS,
-        false,
-        "table size",
-        |attributes| {
-            let (entries, limit) = ctnetlink::table_size(attributes)?;
-            snapshot.entries = entries.unwrap_or(0);
-            snapshot.limit = limit;
-            Ok(())
-        },
-    )?;
-    request(
-        socket,
-        ctnetlink::GET_STATS_CPU,
-        true,
-        "statistics",
-        |attributes| {
-            for (event, count) in ctnetlink::statistics(attributes)?.iter() {
-                snapshot.events.add(event, count);
-            }
-            Ok(())
-        },
-    )?;
-    request(socket, ctnetlink::GET, true, "table", |attributes| {
+    let table_size = Request {
+        message: ctnetlink::GET_STATS,
+        dump: false,
+        filter: None,
+        what: "table size",
+    };
+    request(socket, &table_size, |attributes| {
+        let (entries, limit) = ctnetlink::table_size(attributes)?;
+        snapshot.entries = entries.unwrap_or(0);
+        snapshot.limit = limit;
+        Ok(())
+    })?;
+    let statistics = Request {
+        message: ctnetlink::GET_STATS_CPU,
+        dump: true,
+        filter: None,
+        what: "statistics",
+    };
+    request(socket, &statistics, |attributes| {
+        for (event, count) in ctnetlink::statistics(attributes)?.iter() {
+            snapshot.events.add(event, count);
+        }
+        Ok(())
+    })?;
+    let nated = Request {
+        message: ctnetlink::GET,
+        dump: true,
+        filter: Some(ctnetlink::source_nat_only()),
+        what: "table",
+    };
+    request(socket, &nated, |attributes| {
         let connection = ctnetlink::connection(attributes)?;
         if let Some(key) = nat_key(&connection) {
             snapshot.count_nat(key, connection.is_closing());
@@ -163,22 +171,36 @@ fn nat_key(connection: &Connection) -> Option<NatKey> {
     })
 }
 
+/// One ctnetlink request.
+struct Request {
+    message: u16,
+    /// A dump, answered in batches until `NLMSG_DONE`; else one answer and an acknowledgement.
+    dump: bool,
+    /// An attribute that narrows a dump.
+    filter: Option<DefaultNla>,
+    /// What it asks, for errors.
+    what: &'static str,
+}
+
 /// Sends one ctnetlink request and calls `each` with every answer's attributes.
 fn request(
     socket: &Socket,
-    message: u16,
-    dump: bool,
-    what: &'static str,
+    request: &Request,
     mut each: impl FnMut(&[u8]) -> Result<(), ctnetlink::ParseError>,
 ) -> Result<(), ConntrackError> {
+    let what = request.what;
     let mut header = NetlinkHeader::default();
-    let length = header.buffer_len() + ctnetlink::NFGENMSG;
+    let attributes = header.buffer_len() + ctnetlink::NFGENMSG;
+    let length = attributes + request.filter.as_ref().map_or(0, Emitable::buffer_len);
     header.length = u32::try_from(length).unwrap_or(u32::MAX);
-    header.message_type = ctnetlink::SUBSYSTEM | message;
-    header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { NLM_F_ACK };
+    header.message_type = ctnetlink::SUBSYSTEM | request.message;
+    header.flags = NLM_F_REQUEST | if request.dump { NLM_F_DUMP } else { NLM_F_ACK };
     let mut bytes = vec![0; length];
     header.emit(&mut bytes);
     // The nfgenmsg stays zero: AF_UNSPEC (every family), version 0, resource 0.
+    if let Some(filter) = &request.filter {
+        filter.emit(&mut bytes[attributes..]);
+    }
     let io = |source| ConntrackError::Io { what, source };
     socket.send(&bytes, 0).map_err(io)?;
     let mut buffer = Vec::with_capacity(256 * 1024);

@@ -4,7 +4,7 @@
 //! Runs on its own thread: the dumps are blocking netlink I/O, and the cost grows with the
 //! number of sockets, so it stays off the async runtime that serves scrapes.
 
-mod conntrack;
+pub mod conntrack;
 mod ctnetlink;
 mod inet_diag;
 mod netlink;

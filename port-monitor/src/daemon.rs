@@ -11,7 +11,7 @@ use crate::{
     config::{Command, ConfigFile, Flags, LogFormat},
     exporter::{
         ModelCollector,
-        metrics::Static,
+        metrics::{Detail, Static},
         server::{self, Endpoint},
         web_config::WebConfig,
     },
@@ -62,9 +62,9 @@ const REVISION: &str = env!("PORT_MONITOR_REVISION");
 fn serve(flags: Flags) -> Result<()> {
     // Refuse a bad configuration before touching the network or the kernel.
     let file = ConfigFile::load(flags.config_file.as_deref())
-        .context("invalid configuration file (--flags.file)")?;
+        .context("invalid configuration file (--config.file)")?;
     let web = WebConfig::load(flags.web_config_file.as_deref())
-        .context("invalid web configuration file (--web.flags.file)")?;
+        .context("invalid web configuration file (--web.config.file)")?;
     // Bind first: a port already taken is the most common start-up mistake, and finding it
     // before loading anything into the kernel keeps the failure cheap and clear.
     let listener = server::bind(flags.listen_address).with_context(|| {
@@ -100,7 +100,7 @@ async fn serve_attached(
     let poll_interval = file.poll_interval(flags.poll_interval);
 
     let model = Arc::new(RwLock::new(Model::new(settings)));
-    let registry = registry(&model, &kernel)?;
+    let registry = registry(&model, &kernel, flags.metrics_detail)?;
     let health = Arc::new(Health::new(snapshot_interval, poll_interval));
     let endpoint = Arc::new(Endpoint {
         registry,
@@ -150,7 +150,7 @@ async fn serve_attached(
     Ok(())
 }
 
-fn registry(model: &Arc<RwLock<Model>>, kernel: &Kernel) -> Result<Registry> {
+fn registry(model: &Arc<RwLock<Model>>, kernel: &Kernel, detail: Detail) -> Result<Registry> {
     let registry = Registry::new();
     let fixed = Static {
         hooks: kernel.hooks().to_vec(),
@@ -161,6 +161,7 @@ fn registry(model: &Arc<RwLock<Model>>, kernel: &Kernel) -> Result<Registry> {
             .collect(),
         version: env!("CARGO_PKG_VERSION"),
         revision: REVISION,
+        detail,
     };
     registry.register(Box::new(ModelCollector::new(Arc::clone(model), fixed)?))?;
     registry.register(Box::new(

@@ -35,6 +35,17 @@ pub struct Flags {
     )]
     pub telemetry_path: String,
 
+    /// Series per scrape: "compact" leaves out zero-valued states, ranges and events and
+    /// creates each counter with its first event (about a dozen series for an idle pod
+    /// namespace); "full" exports every one, zeros included.
+    #[arg(
+        long = "metrics.detail",
+        env = "PORT_MONITOR_METRICS_DETAIL",
+        default_value = "compact",
+        value_enum
+    )]
+    pub metrics_detail: crate::exporter::metrics::Detail,
+
     /// Prometheus exporter-toolkit web configuration file: TLS (`tls_server_config`) and
     /// basic auth (`basic_auth_users`, bcrypt hashes). Without it: plain HTTP, no auth.
     #[arg(long = "web.config.file", env = "PORT_MONITOR_WEB_CONFIG_FILE")]

@@ -22,6 +22,7 @@ pub mod ports;
 mod settings;
 pub mod sockets;
 mod stats;
+mod tcp_tuning;
 mod timeouts;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +38,7 @@ pub use self::{
     settings::{Settings, Timing},
     sockets::{Binder, BoundConnection, Destination, Socket, SocketTally, TcpState},
     stats::{KernelCounters, SelfStats},
+    tcp_tuning::{TcpSysctls, TcpTuning, TimeWaitEvent, TimeWaitEvents},
 };
 use self::{anomaly_book::AnomalyBook, lifecycle::Lifecycle, timeouts::ConnectTimeouts};
 
@@ -337,6 +339,7 @@ mod tests {
             workload: crate::workloads::Workload::default(),
             conntrack: None,
             conntrack_unreadable: false,
+            tcp: crate::model::TcpTuning::default(),
         }
     }
 
@@ -512,6 +515,7 @@ mod tests {
                 cookie: None,
                 conntrack: None,
                 conntrack_unreadable: false,
+                tcp: crate::model::TcpTuning::default(),
                 name: None,
                 ports: Some(PortConfig {
                     ephemeral: 40000..=49999,

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use crate::workloads::Workload;
 
 use super::{
-    NetnsId, PortConfig, PortRange, Protocol, Settings, SocketTally, TcpState, headroom,
+    NetnsId, PortConfig, PortRange, Protocol, Settings, SocketTally, TcpState, TcpTuning, headroom,
     nat::{ConntrackGauges, ConntrackSnapshot},
 };
 
 /// What one namespace's socket tables and sysctls said at one moment.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NamespaceSnapshot {
     pub netns: NetnsId,
     /// The namespace's cookie (`SO_NETNS_COOKIE`), which no later namespace shares even when
@@ -27,6 +27,8 @@ pub struct NamespaceSnapshot {
     pub conntrack: Option<ConntrackSnapshot>,
     /// Conntrack is loaded but its table could not be read (the reason is logged).
     pub conntrack_unreadable: bool,
+    /// Its TCP settings and `TIME_WAIT` counters.
+    pub tcp: TcpTuning,
 }
 
 /// The gauges of one namespace, derived from its latest snapshot.
@@ -45,6 +47,8 @@ pub struct NamespaceGauges {
     pub syn_sent: Vec<(std::net::SocketAddr, u32)>,
     /// The conntrack table and the node's NAT, where conntrack is in use.
     pub conntrack: Option<ConntrackGauges>,
+    /// Its TCP settings and `TIME_WAIT` counters.
+    pub tcp: TcpTuning,
     sockets: BTreeMap<(Protocol, TcpState), u64>,
     ports_in_use: BTreeMap<(Protocol, PortRange), u32>,
 }
@@ -93,6 +97,7 @@ impl NamespaceGauges {
                 .unwrap_or_default(),
             bound_connections: snapshot.sockets.bound_connections().0,
             syn_sent: snapshot.sockets.syn_sent(settings.top_destinations),
+            tcp: snapshot.tcp,
             conntrack: snapshot.conntrack.as_ref().map(|conntrack| {
                 ConntrackGauges::new(conntrack, &settings.nat_ports, settings.top_destinations)
             }),

@@ -1,8 +1,10 @@
 //! Network namespaces: finding every one on the node and running code inside one.
 
 mod discover;
+mod netstat;
 
 pub use discover::{Netns, discover};
+pub use netstat::read_tcp_tuning;
 
 use std::{fs::File, io, os::fd::AsFd as _, os::unix::fs::MetadataExt as _, path::Path};
 

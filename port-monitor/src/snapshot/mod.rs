@@ -136,10 +136,11 @@ fn snapshot_namespace(
 ) -> Result<NamespaceSnapshot, SnapshotError> {
     let id = netns.id;
     let reads_conntrack = read.conntrack;
-    let (socket, ports, conntrack_socket) = netns::run_in(netns, move || {
+    let (socket, ports, tcp, conntrack_socket) = netns::run_in(netns, move || {
         sock_diag::open().map(|socket| {
             let conntrack = reads_conntrack.then(conntrack::open_if_loaded).flatten();
-            (socket, netns::read_port_config(), conntrack)
+            let tcp = netns::read_tcp_tuning();
+            (socket, netns::read_port_config(), tcp, conntrack)
         })
     })??;
     let (bound, lists_bound) = (read.bound, read.lists_bound);
@@ -170,6 +171,7 @@ fn snapshot_namespace(
         cookie,
         conntrack,
         conntrack_unreadable,
+        tcp,
         name: netns.name.clone(),
         ports,
         sockets,

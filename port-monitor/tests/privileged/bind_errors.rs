@@ -55,8 +55,8 @@ fn privileged_bind_to_a_port_in_use_is_counted() {
         ("operation", "bind"),
     ];
     assert_eq!(
-        metrics.get("port_monitor_port_exhaustion_total", &exhaustion),
-        Some(0.0)
+        metrics.value("port_monitor_port_exhaustion_total", &exhaustion),
+        0.0
     );
     assert_anomalies(&metrics, &id, &[("bind_conflict", 3.0)]);
 }

@@ -50,9 +50,10 @@ pub fn assert_equals_ss(metrics: &Metrics, netns: &TestNetns, bound_idle_tcp: &[
             ];
             #[expect(clippy::cast_precision_loss, reason = "small counts")]
             let expected = truth.sockets(protocol, state) as f64;
+            // A state with no socket has no series (--metrics.detail=compact).
             assert_eq!(
-                metrics.get("port_monitor_sockets", &labels),
-                Some(expected),
+                metrics.value("port_monitor_sockets", &labels),
+                expected,
                 "{what}: {protocol} {state}\n{truth:?}"
             );
         }
@@ -65,8 +66,8 @@ pub fn assert_equals_ss(metrics: &Metrics, netns: &TestNetns, bound_idle_tcp: &[
     #[expect(clippy::cast_precision_loss, reason = "small counts")]
     let idle = bound_idle_tcp.len() as f64;
     assert_eq!(
-        metrics.get("port_monitor_sockets", &bound),
-        Some(idle),
+        metrics.value("port_monitor_sockets", &bound),
+        idle,
         "{what}: bound-idle TCP sockets"
     );
 
@@ -102,8 +103,8 @@ pub fn assert_equals_ss(metrics: &Metrics, netns: &TestNetns, bound_idle_tcp: &[
             #[expect(clippy::cast_precision_loss, reason = "small counts")]
             let expected = expected as f64;
             assert_eq!(
-                metrics.get("port_monitor_ports_in_use", &labels),
-                Some(expected),
+                metrics.value("port_monitor_ports_in_use", &labels),
+                expected,
                 "{what}: {protocol} ports in {range}\n{truth:?}"
             );
         }

@@ -117,8 +117,8 @@ fn privileged_eagain_from_a_full_buffer_is_not_exhaustion() {
         ("operation", "autobind"),
     ];
     assert_eq!(
-        metrics.get("port_monitor_port_exhaustion_total", &labels),
-        Some(0.0),
+        metrics.value("port_monitor_port_exhaustion_total", &labels),
+        0.0,
         "{eagains} EAGAINs were not autobind"
     );
     assert_eq!(

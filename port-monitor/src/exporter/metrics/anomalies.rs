@@ -1,6 +1,6 @@
 //! Anomalies: counts by kind, and the latest of each with who and what.
 
-use super::{Family, Spec, counter, gauge};
+use super::{Detail, Family, Spec, counter, gauge};
 use crate::model::Model;
 
 pub const ANOMALIES: Spec = counter(
@@ -18,8 +18,8 @@ pub const ANOMALY_LAST_INFO: Spec = gauge(
 pub(super) const SPECS: [&Spec; 2] = [&ANOMALIES, &ANOMALY_LAST_INFO];
 
 #[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
-pub(super) fn render(model: &Model) -> [Family<'static>; 2] {
-    let mut counts = Family::new(&ANOMALIES);
+pub(super) fn render(model: &Model, detail: Detail) -> [Family<'static>; 2] {
+    let mut counts = Family::sparse(&ANOMALIES, detail);
     for ((netns, kind), count) in model.anomalies() {
         counts.add(&[&netns.to_string(), kind.label()], count as f64);
     }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use port_monitor_common::Operation;
 
-use super::{Family, Spec, counter};
+use super::{Detail, Family, Spec, counter};
 use crate::model::{Model, NetnsId, Protocol, errno};
 
 pub const CONNECT_ERRORS: Spec = counter(
@@ -27,16 +27,20 @@ pub const PORT_EXHAUSTION: Spec = counter(
 pub(super) const SPECS: [&Spec; 3] = [&CONNECT_ERRORS, &BIND_ERRORS, &PORT_EXHAUSTION];
 
 #[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
-pub(super) fn render(model: &Model) -> [Family<'static>; 3] {
-    // Exhaustion series exist at 0 for every known namespace, so that rate() and increase()
-    // see the first failure instead of a series appearing out of nowhere.
-    let mut exhausted: BTreeMap<(NetnsId, Protocol, Operation), u64> = model
-        .known_namespaces()
-        .into_iter()
-        .flat_map(|netns| {
-            EXHAUSTION_SERIES.map(|(protocol, operation)| ((netns, protocol, operation), 0))
-        })
-        .collect();
+pub(super) fn render(model: &Model, detail: Detail) -> [Family<'static>; 3] {
+    // At full detail, exhaustion series exist at 0 for every known namespace, so that rate()
+    // and increase() see the first failure; compact, they appear with it (the alerts count a
+    // series that appears as its value).
+    let mut exhausted: BTreeMap<(NetnsId, Protocol, Operation), u64> = match detail {
+        Detail::Full => model
+            .known_namespaces()
+            .into_iter()
+            .flat_map(|netns| {
+                EXHAUSTION_SERIES.map(|(protocol, operation)| ((netns, protocol, operation), 0))
+            })
+            .collect(),
+        Detail::Compact => BTreeMap::new(),
+    };
     // The kernel keeps "was the port automatic" apart; the error families do not show it,
     // so those counts are summed here.
     let mut errors: BTreeMap<(Operation, NetnsId, Protocol, u16), u64> = BTreeMap::new();
@@ -74,7 +78,8 @@ pub(super) fn render(model: &Model) -> [Family<'static>; 3] {
     [connect, bind, exhaustion]
 }
 
-/// The ways each protocol runs out of ports: their exhaustion series always exist.
+/// The ways each protocol runs out of ports: at full detail, their exhaustion series always
+/// exist.
 const EXHAUSTION_SERIES: [(Protocol, Operation); 4] = [
     (Protocol::Tcp, Operation::Connect),
     (Protocol::Tcp, Operation::Bind),

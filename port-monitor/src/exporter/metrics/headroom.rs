@@ -1,8 +1,8 @@
 //! Headroom: how close each namespace, and each destination, is to running out of ports, as
 //! the kernel decides it; and the sockets that cost a port toward every destination.
 
-use super::{Family, Spec, gauge};
-use crate::model::Model;
+use super::{Detail, Family, Spec, gauge};
+use crate::model::{Model, Protocol};
 
 pub const DESTINATION_PORTS_IN_USE: Spec = gauge(
     "port_monitor_destination_ports_in_use",
@@ -34,7 +34,7 @@ pub(super) const SPECS: [&Spec; 4] = [
 ];
 
 #[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
-pub(super) fn render(model: &Model) -> [Family<'static>; 4] {
+pub(super) fn render(model: &Model, detail: Detail) -> [Family<'static>; 4] {
     let mut destination_ports = Family::new(&DESTINATION_PORTS_IN_USE);
     let mut destination_ratio = Family::new(&DESTINATION_UTILIZATION);
     let mut max_ratio = Family::new(&UTILIZATION_MAX);
@@ -57,7 +57,10 @@ pub(super) fn render(model: &Model) -> [Family<'static>; 4] {
             destination_ratio.add(&labels, use_.ratio);
         }
         for (protocol, ratio) in &gauges.headroom.max_ratio {
-            max_ratio.add(&[&netns, protocol.label()], *ratio);
+            // TCP's is what the alerts watch: always there. UDP's once some port is in use.
+            if *protocol == Protocol::Tcp || *ratio > 0.0 || detail == Detail::Full {
+                max_ratio.add(&[&netns, protocol.label()], *ratio);
+            }
         }
         if gauges.bound_connections > 0 {
             bound_connections.add(&[&netns], gauges.bound_connections as f64);

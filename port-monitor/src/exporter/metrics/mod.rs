@@ -17,6 +17,7 @@ mod headroom;
 mod namespace;
 mod nat;
 mod own;
+mod tcp_tuning;
 
 pub use self::{
     anomalies::{ANOMALIES, ANOMALY_LAST_INFO},
@@ -37,6 +38,7 @@ pub use self::{
         PROGRAM_INFO, SNAPSHOT_CORRECTIONS, SNAPSHOT_DURATION, SNAPSHOT_FAILURES, SNAPSHOTS,
         TCP_TRANSITIONS,
     },
+    tcp_tuning::{TCP_SETTINGS_INFO, TIME_WAIT_EVENTS},
 };
 
 /// Every family rendered from the model, in exposition order: each file's own, family by
@@ -46,6 +48,7 @@ pub fn all() -> impl Iterator<Item = &'static Spec> {
         .into_iter()
         .chain(headroom::SPECS)
         .chain(nat::SPECS)
+        .chain(tcp_tuning::SPECS)
         .chain(failures::SPECS)
         .chain(anomalies::SPECS)
         .chain(own::SPECS)
@@ -85,10 +88,23 @@ pub(super) const fn counter(
     }
 }
 
+/// How many series a scrape carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Detail {
+    /// Zero-valued series of states, ranges and events are left out, and each counter
+    /// appears with its first event: an idle pod namespace costs a dozen series.
+    #[default]
+    Compact,
+    /// Every state, range, event and anomaly kind of every namespace, zeros included.
+    Full,
+}
+
 /// One metric family being filled in.
 pub(super) struct Family<'a> {
     spec: &'a Spec,
     metrics: Vec<Metric>,
+    /// Leave out series whose value is 0.
+    sparse: bool,
 }
 
 impl<'a> Family<'a> {
@@ -96,12 +112,25 @@ impl<'a> Family<'a> {
         Self {
             spec,
             metrics: Vec::new(),
+            sparse: false,
+        }
+    }
+
+    /// A family whose zero-valued series are left out at [`Detail::Compact`]: states, ranges
+    /// and events a namespace has none of, counters before their first event.
+    pub(super) fn sparse(spec: &'a Spec, detail: Detail) -> Self {
+        Self {
+            sparse: detail == Detail::Compact,
+            ..Self::new(spec)
         }
     }
 
     /// Adds a series; `values` are the label values in the order of `spec.labels`.
     pub(super) fn add(&mut self, values: &[&str], value: f64) {
         debug_assert_eq!(values.len(), self.spec.labels.len(), "{}", self.spec.name);
+        if self.sparse && value == 0.0 {
+            return;
+        }
         let labels = self
             .spec
             .labels
@@ -148,17 +177,20 @@ pub struct Static {
     pub unavailable: Vec<&'static str>,
     pub version: &'static str,
     pub revision: &'static str,
+    pub detail: Detail,
 }
 
 /// Renders the model and the static facts as metric families.
 #[must_use]
 pub fn render(model: &Model, fixed: &Static) -> Vec<MetricFamily> {
-    namespace::render(model)
+    let detail = fixed.detail;
+    namespace::render(model, detail)
         .into_iter()
-        .chain(headroom::render(model))
-        .chain(nat::render(model))
-        .chain(failures::render(model))
-        .chain(anomalies::render(model))
+        .chain(headroom::render(model, detail))
+        .chain(nat::render(model, detail))
+        .chain(tcp_tuning::render(model, detail))
+        .chain(failures::render(model, detail))
+        .chain(anomalies::render(model, detail))
         .chain(own::render(model, fixed))
         .filter_map(Family::finish)
         .collect()
@@ -231,6 +263,7 @@ mod tests {
                 cookie: None,
                 conntrack: None,
                 conntrack_unreadable: false,
+                tcp: crate::model::TcpTuning::default(),
                 name: Some("blue".into()),
                 ports: Some(PortConfig {
                     ephemeral: 40000..=40009,
@@ -262,6 +295,7 @@ mod tests {
             unavailable: Vec::new(),
             version: "1.2.3",
             revision: "abc",
+            detail: Detail::Full,
         };
         let mut text = Vec::new();
         TextEncoder::new()
@@ -361,6 +395,62 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The series of one idle pod namespace: a listener, its pod, the kernel's defaults, a
+    /// few connections closed long ago.
+    fn idle_pod_series(detail: Detail) -> usize {
+        let mut sockets = SocketTally::default();
+        sockets.add(&crate::model::sockets::tcp(TcpState::Listen, 8080));
+        let mut time_wait = crate::model::TimeWaitEvents::default();
+        time_wait.set(crate::model::TimeWaitEvent::Tw, 12);
+        let pod = NamespaceSnapshot {
+            netns: 4_026_532_900,
+            ports: Some(PortConfig {
+                ephemeral: 32768..=60999,
+                reserved: crate::model::PortSet::default(),
+                time_wait_reuse: crate::model::TimeWaitReuse::default(),
+            }),
+            sockets,
+            workload: crate::workloads::from_path(
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0f5c2a71_3b4d_4e8f_9a10_b2c3d4e5f607.slice/cri-containerd-2d8f5e1b4c3a79e0f6b1d2c3a4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6b.scope",
+            ),
+            tcp: crate::model::TcpTuning {
+                sysctls: crate::model::TcpSysctls {
+                    tw_reuse: Some(2),
+                    timestamps: Some(1),
+                    max_tw_buckets: Some(262_144),
+                    fin_timeout: Some(60),
+                },
+                time_wait_events: Some(time_wait),
+            },
+            ..NamespaceSnapshot::default()
+        };
+        let mut model = Model::default();
+        model.apply_snapshot(&[pod], &[], crate::model::Timing::default());
+        let fixed = Static {
+            detail,
+            ..Static::default()
+        };
+        let mut text = Vec::new();
+        TextEncoder::new()
+            .encode(&render(&model, &fixed), &mut text)
+            .expect("encodes");
+        String::from_utf8(text)
+            .expect("UTF-8")
+            .lines()
+            .filter(|line| line.contains("netns=\"4026532900\""))
+            .count()
+    }
+
+    /// The series budget: an idle pod namespace costs at most 12 series by default, and
+    /// every one with `--metrics.detail=full`.
+    #[test]
+    fn an_idle_pod_namespace_costs_at_most_twelve_series() {
+        let compact = idle_pod_series(Detail::Compact);
+        assert!(compact <= 12, "{compact} series");
+        let full = idle_pod_series(Detail::Full);
+        assert!(full > 40, "{full} series at full detail");
     }
 
     #[test]
@@ -555,6 +645,29 @@ mod golden {
         conntrack
     }
 
+    /// The busy namespace's TCP settings, and its `TIME_WAIT` counters: reuse at work, and the
+    /// bucket limit hit.
+    fn busy_tcp() -> crate::model::TcpTuning {
+        use crate::model::TimeWaitEvent;
+        let mut events = crate::model::TimeWaitEvents::default();
+        for (event, count) in [
+            (TimeWaitEvent::Tw, 5000),
+            (TimeWaitEvent::TwRecycled, 120),
+            (TimeWaitEvent::Overflow, 3),
+        ] {
+            events.set(event, count);
+        }
+        crate::model::TcpTuning {
+            sysctls: crate::model::TcpSysctls {
+                tw_reuse: Some(1),
+                timestamps: Some(1),
+                max_tw_buckets: Some(5000),
+                fin_timeout: Some(30),
+            },
+            time_wait_events: Some(events),
+        }
+    }
+
     /// A node with two namespaces: a busy one with failed calls, a NAT and a connect waiting
     /// for an answer, and a quiet named one.
     fn scenario() -> String {
@@ -578,6 +691,7 @@ mod golden {
                 cookie: None,
                 conntrack: Some(busy_conntrack()),
                 conntrack_unreadable: false,
+                tcp: busy_tcp(),
                 name: None,
                 ports: Some(PortConfig {
                     ephemeral: 40000..=40009,
@@ -594,6 +708,7 @@ mod golden {
                 cookie: None,
                 conntrack: None,
                 conntrack_unreadable: false,
+                tcp: crate::model::TcpTuning::default(),
                 name: Some("blue".into()),
                 ports: Some(PortConfig {
                     ephemeral: 32768..=60999,
@@ -631,6 +746,7 @@ mod golden {
             unavailable: vec![crate::kernel::AUTOBIND_UNAVAILABLE],
             version: "0.0.0-test",
             revision: "golden",
+            detail: Detail::default(),
         };
         let mut text = Vec::new();
         TextEncoder::new()

@@ -1,7 +1,7 @@
 //! Per-namespace gauges from the latest snapshot: sockets, ports in use, the ephemeral range,
 //! and which pod the namespace belongs to.
 
-use super::{Family, Spec, gauge};
+use super::{Detail, Family, Spec, gauge};
 use crate::model::Model;
 
 pub const PORTS_IN_USE: Spec = gauge(
@@ -58,12 +58,12 @@ pub(super) const SPECS: [&Spec; 8] = [
 ];
 
 #[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
-pub(super) fn render(model: &Model) -> [Family<'static>; 8] {
-    let mut ports = Family::new(&PORTS_IN_USE);
-    let mut sockets = Family::new(&SOCKETS);
+pub(super) fn render(model: &Model, detail: Detail) -> [Family<'static>; 8] {
+    let mut ports = Family::sparse(&PORTS_IN_USE, detail);
+    let mut sockets = Family::sparse(&SOCKETS, detail);
     let mut range_min = Family::new(&EPHEMERAL_RANGE_MIN);
     let mut range_max = Family::new(&EPHEMERAL_RANGE_MAX);
-    let mut reserved = Family::new(&EPHEMERAL_PORTS_RESERVED);
+    let mut reserved = Family::sparse(&EPHEMERAL_PORTS_RESERVED, detail);
     let mut capacity = Family::new(&EPHEMERAL_PORTS_CAPACITY);
     let mut info = Family::new(&NAMESPACE_INFO);
     let mut workloads = Family::new(&NETNS_WORKLOAD_INFO);

@@ -2,7 +2,7 @@
 //! runs out elsewhere: connects stuck in `SYN_SENT` and connects that timed out, by
 //! destination.
 
-use super::{Family, Spec, counter, gauge};
+use super::{Detail, Family, Spec, counter, gauge};
 use crate::model::Model;
 
 pub const CONNTRACK_ENTRIES: Spec = gauge(
@@ -59,10 +59,10 @@ pub(super) const SPECS: [&Spec; 8] = [
 ];
 
 #[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
-pub(super) fn render(model: &Model) -> [Family<'static>; 8] {
+pub(super) fn render(model: &Model, detail: Detail) -> [Family<'static>; 8] {
     let mut entries = Family::new(&CONNTRACK_ENTRIES);
     let mut limit = Family::new(&CONNTRACK_ENTRIES_LIMIT);
-    let mut events = Family::new(&CONNTRACK_EVENTS);
+    let mut events = Family::sparse(&CONNTRACK_EVENTS, detail);
     let mut nat_ports = Family::new(&NAT_PORTS_IN_USE);
     let mut nat_ratio = Family::new(&NAT_UTILIZATION);
     let mut nat_max = Family::new(&NAT_UTILIZATION_MAX);

@@ -179,11 +179,7 @@ fn privileged_alert_queries_run_on_a_real_prometheus() {
     );
     // rate() needs two samples of a series: wait for them.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while prometheus
-        .query("rate(port_monitor_snapshots_total[5m])")
-        .1
-        == 0
-    {
+    while prometheus.query("rate(port_monitor_snapshots_total[5m])").1 == 0 {
         assert!(Instant::now() < deadline, "no second scrape");
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -9,6 +9,32 @@ export const datasource: DataSourceRef = { type: "prometheus", uid: "${datasourc
 /** Filters every query by: the selected job, node (instance) and namespace. */
 export const selector = 'job=~"$job", instance=~"$node"';
 
+/**
+ * The pod of each network namespace, where it is known: port-monitor's pod UID
+ * (port_monitor_netns_workload_info, from cgroup paths) joined with kube-state-metrics'
+ * kube_pod_info (its `uid`). One series per (instance, netns), with `pod`, `namespace` and
+ * `workload` ("namespace/pod", for legends). The containers of a pod share its namespace:
+ * `max by` folds them, and `topk by (instance, netns) (1, ...)` keeps one pod per namespace
+ * whatever happens, so that a join on it never matches two.
+ */
+export const podOfNetns =
+  `topk by (instance, netns) (1, label_join(` +
+  `label_replace(max by (instance, netns, pod_uid) (port_monitor_netns_workload_info{${selector}}), "uid", "$1", "pod_uid", "(.+)")` +
+  ` * on(uid) group_left(pod, namespace) max by (uid, pod, namespace) (kube_pod_info), "workload", "/", "namespace", "pod"))`;
+
+/**
+ * `expression`, whose series have `instance` and `netns`, with `pod`, `namespace` and
+ * `workload` of the namespace's pod where known (docs/kubernetes.md, "Pod names"). Series of
+ * other namespaces (the host's, a pod kube-state-metrics does not list, or no
+ * kube-state-metrics at all) are kept, without those labels: a series scraped through the
+ * PodMonitor carries the exporter's own `pod` and `namespace`, which are removed rather than
+ * shown as the workload's.
+ */
+export function named(expression: string): string {
+  const unnamed = `label_replace(label_replace(${expression}, "pod", "", "pod", ".*"), "namespace", "", "namespace", ".*")`;
+  return `(${expression}) * on(instance, netns) group_left(pod, namespace, workload) ${podOfNetns} or on(instance, netns) ${unnamed}`;
+}
+
 /** datasource, job, node, and netns: the variables every dashboard has. */
 export function variables(): VariableModel[] {
   const query = (name: string, label: string, expression: string): VariableModel => ({

@@ -1,7 +1,7 @@
 // Destinations: which destination of which namespace is running out of ports: ephemeral
 // ports, source-NAT ports, and connects stalled or timing out toward a destination.
 import type { Dashboard } from "@grafana/schema";
-import { row, selector, table, timeseries, variables } from "./common";
+import { named, row, selector, table, timeseries, variables } from "./common";
 
 const ns = `${selector}, netns=~"$netns"`;
 
@@ -20,14 +20,14 @@ export const destinations: Dashboard = {
       "Top destinations by utilization",
       "Share of the ephemeral range a new connect() to the destination can no longer use.",
       "percentunit",
-      [{ expr: `topk(10, port_monitor_destination_utilization_ratio{${ns}})`, legend: "{{netns}} {{src_addr}} → {{dst_addr}}:{{dst_port}}" }],
+      [{ expr: named(`topk(10, port_monitor_destination_utilization_ratio{${ns}})`), legend: "{{netns}} {{workload}} {{src_addr}} → {{dst_addr}}:{{dst_port}}" }],
       { x: 0, y: 0, w: 24, h: 9 },
     ),
     timeseries(
       "Ports in use per destination",
       "Ephemeral ports held toward each of the busiest destinations, TIME_WAIT included.",
       "short",
-      [{ expr: `topk(10, port_monitor_destination_ports_in_use{${ns}})`, legend: "{{netns}} {{dst_addr}}:{{dst_port}}" }],
+      [{ expr: named(`topk(10, port_monitor_destination_ports_in_use{${ns}})`), legend: "{{netns}} {{workload}} {{dst_addr}}:{{dst_port}}" }],
       { x: 0, y: 9, w: 12, h: 8 },
     ),
     timeseries(
@@ -36,8 +36,10 @@ export const destinations: Dashboard = {
       "short",
       [
         {
-          expr: `(1 - max by (instance, netns) (port_monitor_ephemeral_utilization_max_ratio{${ns}, protocol="tcp"})) * on(instance, netns) group_left max by (instance, netns) (port_monitor_ephemeral_ports_capacity{${ns}})`,
-          legend: "{{instance}} {{netns}}",
+          expr: named(
+            `(1 - max by (instance, netns) (port_monitor_ephemeral_utilization_max_ratio{${ns}, protocol="tcp"})) * on(instance, netns) group_left max by (instance, netns) (port_monitor_ephemeral_ports_capacity{${ns}})`,
+          ),
+          legend: "{{instance}} {{netns}} {{workload}}",
         },
       ],
       { x: 12, y: 9, w: 12, h: 8 },
@@ -45,7 +47,7 @@ export const destinations: Dashboard = {
     table(
       "Destinations now",
       "The busiest destinations of every namespace, latest values.",
-      [{ expr: `port_monitor_destination_utilization_ratio{${ns}}`, legend: "" }],
+      [{ expr: named(`port_monitor_destination_utilization_ratio{${ns}}`), legend: "" }],
       { x: 0, y: 17, w: 24, h: 8 },
     ),
     row("NAT destinations", 25),
@@ -53,20 +55,20 @@ export const destinations: Dashboard = {
       "Top NAT destinations by utilization",
       "Share of the NAT's port range (SNAT, MASQUERADE) in use from a NAT address toward a destination. At 1 the NAT drops new connections to it (their SYNs): the clients' connect() times out.",
       "percentunit",
-      [{ expr: `topk(10, port_monitor_nat_utilization_ratio{${ns}})`, legend: "{{netns}} {{protocol}} {{nat_addr}} → {{dst_addr}}:{{dst_port}}" }],
+      [{ expr: named(`topk(10, port_monitor_nat_utilization_ratio{${ns}})`), legend: "{{netns}} {{workload}} {{protocol}} {{nat_addr}} → {{dst_addr}}:{{dst_port}}" }],
       { x: 0, y: 26, w: 24, h: 9 },
     ),
     timeseries(
       "NAT ports in use per destination",
       "Source-NAT ports held from each NAT address toward each of the busiest destinations.",
       "short",
-      [{ expr: `topk(10, port_monitor_nat_ports_in_use{${ns}})`, legend: "{{netns}} {{protocol}} {{nat_addr}} → {{dst_addr}}:{{dst_port}}" }],
+      [{ expr: named(`topk(10, port_monitor_nat_ports_in_use{${ns}})`), legend: "{{netns}} {{workload}} {{protocol}} {{nat_addr}} → {{dst_addr}}:{{dst_port}}" }],
       { x: 0, y: 35, w: 12, h: 8 },
     ),
     table(
       "NAT destinations now",
       "The busiest NAT destinations of every namespace, latest values.",
-      [{ expr: `port_monitor_nat_utilization_ratio{${ns}}`, legend: "" }],
+      [{ expr: named(`port_monitor_nat_utilization_ratio{${ns}}`), legend: "" }],
       { x: 12, y: 35, w: 12, h: 8 },
     ),
     row("Clients behind a NAT", 43),
@@ -74,7 +76,7 @@ export const destinations: Dashboard = {
       "Connections stuck in SYN_SENT",
       "TCP sockets waiting for an answer to their SYN, per destination. Many, toward one destination, while others answer: a NAT on the way (a cloud NAT gateway) out of ports drops them.",
       "short",
-      [{ expr: `topk(10, port_monitor_destination_syn_sent{${ns}})`, legend: "{{netns}} {{protocol}} → {{dst_addr}}:{{dst_port}}" }],
+      [{ expr: named(`topk(10, port_monitor_destination_syn_sent{${ns}})`), legend: "{{netns}} {{workload}} {{protocol}} → {{dst_addr}}:{{dst_port}}" }],
       { x: 0, y: 44, w: 12, h: 8 },
     ),
     timeseries(
@@ -83,8 +85,8 @@ export const destinations: Dashboard = {
       "ops",
       [
         {
-          expr: `topk(10, sum by (instance, netns, protocol, dst_addr, dst_port) (rate(port_monitor_destination_connect_timeouts_total{${ns}}[5m])))`,
-          legend: "{{netns}} {{protocol}} → {{dst_addr}}:{{dst_port}}",
+          expr: named(`topk(10, sum by (instance, netns, protocol, dst_addr, dst_port) (rate(port_monitor_destination_connect_timeouts_total{${ns}}[5m])))`),
+          legend: "{{netns}} {{workload}} {{protocol}} → {{dst_addr}}:{{dst_port}}",
         },
       ],
       { x: 12, y: 44, w: 12, h: 8 },

@@ -2,7 +2,7 @@
 // anomalies as they happen, and the exporter's own health; then the NATs and conntrack
 // tables of the node's namespaces.
 import type { Dashboard } from "@grafana/schema";
-import { row, selector, table, timeseries, variables } from "./common";
+import { named, row, selector, table, timeseries, variables } from "./common";
 
 const ns = `${selector}, netns=~"$netns"`;
 
@@ -19,9 +19,9 @@ export const node: Dashboard = {
   panels: [
     timeseries(
       "Worst utilization per namespace",
-      "The highest share of ephemeral ports in use toward one destination (TCP) or on one local address (UDP). 1 means the next connect fails.",
+      "The highest share of ephemeral ports in use toward one destination (TCP) or on one local address (UDP). 1 means the next connect fails. Each namespace is named by its pod (namespace/pod) where kube-state-metrics is scraped.",
       "percentunit",
-      [{ expr: `max by (instance, netns, protocol) (port_monitor_ephemeral_utilization_max_ratio{${ns}})`, legend: "{{instance}} {{netns}} {{protocol}}" }],
+      [{ expr: named(`max by (instance, netns, protocol) (port_monitor_ephemeral_utilization_max_ratio{${ns}})`), legend: "{{instance}} {{netns}} {{workload}} {{protocol}}" }],
       { x: 0, y: 0, w: 12, h: 8 },
     ),
     timeseries(
@@ -35,7 +35,7 @@ export const node: Dashboard = {
       "TIME_WAIT sockets",
       "Sockets in TIME_WAIT per namespace: each holds its port for 60 s.",
       "short",
-      [{ expr: `sum by (instance, netns) (port_monitor_sockets{${ns}, state="time_wait"})`, legend: "{{instance}} {{netns}}" }],
+      [{ expr: named(`sum by (instance, netns) (port_monitor_sockets{${ns}, state="time_wait"})`), legend: "{{instance}} {{netns}} {{workload}}" }],
       { x: 0, y: 8, w: 12, h: 8 },
     ),
     timeseries(
@@ -72,7 +72,7 @@ export const node: Dashboard = {
     table(
       "Latest anomalies",
       "The most recent anomaly of each kind, with the process and cgroup when the kernel saw them.",
-      [{ expr: `port_monitor_anomaly_last_info{${selector}}`, legend: "{{kind}}" }],
+      [{ expr: named(`port_monitor_anomaly_last_info{${selector}}`), legend: "{{kind}}" }],
       { x: 0, y: 24, w: 24, h: 8 },
     ),
     row("NAT and conntrack", 32),
@@ -80,7 +80,7 @@ export const node: Dashboard = {
       "Worst NAT utilization per namespace",
       "The highest share of its source-NAT port range a namespace's NAT (SNAT, MASQUERADE) uses toward one destination. At 1 the NAT drops new connections to it: their clients time out.",
       "percentunit",
-      [{ expr: `max by (instance, netns, protocol) (port_monitor_nat_utilization_max_ratio{${ns}})`, legend: "{{instance}} {{netns}} {{protocol}}" }],
+      [{ expr: named(`max by (instance, netns, protocol) (port_monitor_nat_utilization_max_ratio{${ns}})`), legend: "{{instance}} {{netns}} {{workload}} {{protocol}}" }],
       { x: 0, y: 33, w: 8, h: 8 },
     ),
     timeseries(
@@ -88,7 +88,7 @@ export const node: Dashboard = {
       "Connections in each namespace's conntrack table (conntrack -C), and the limit (nf_conntrack_max): when full, the first packet of every new connection is dropped.",
       "short",
       [
-        { expr: `sum by (instance, netns) (port_monitor_conntrack_entries{${ns}})`, legend: "{{instance}} {{netns}}" },
+        { expr: named(`sum by (instance, netns) (port_monitor_conntrack_entries{${ns}})`), legend: "{{instance}} {{netns}} {{workload}}" },
         { expr: `max by (instance) (port_monitor_conntrack_entries_limit{${ns}})`, legend: "limit {{instance}}" },
       ],
       { x: 8, y: 33, w: 8, h: 8 },
@@ -99,8 +99,8 @@ export const node: Dashboard = {
       "ops",
       [
         {
-          expr: `sum by (instance, netns, event) (rate(port_monitor_conntrack_events_total{${ns}, event=~"insert_failed|drop|early_drop"}[5m]))`,
-          legend: "{{instance}} {{netns}} {{event}}",
+          expr: named(`sum by (instance, netns, event) (rate(port_monitor_conntrack_events_total{${ns}, event=~"insert_failed|drop|early_drop"}[5m]))`),
+          legend: "{{instance}} {{netns}} {{workload}} {{event}}",
         },
       ],
       { x: 16, y: 33, w: 8, h: 8 },

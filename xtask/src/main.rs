@@ -7,6 +7,7 @@ mod cmd;
 mod dashboards;
 mod deploy;
 mod fuzz;
+mod helm;
 mod image;
 mod matrix;
 mod rules;
@@ -36,10 +37,14 @@ enum Task {
     Test(test::Options),
     /// Install what is missing and measure port-monitor's overhead against a baseline and peers.
     Bench(bench::Options),
-    /// Write deploy/kubernetes/prometheusrule.yaml from the alerting rules file.
+    /// Write deploy/kubernetes/prometheusrule.yaml and the Helm chart's copy of the alerting
+    /// rules from the rules file.
     Rules,
     /// Build the container image (static binary, FROM scratch) with buildah and check it.
     Image,
+    /// Lint and render the Helm chart into target/helm, validate it, and compare its defaults
+    /// with the kustomize base.
+    Helm,
     /// Type-check the Grafana dashboards and rebuild their JSON.
     Dashboards,
     /// Run every fuzz target for a bounded time, keeping each one's corpus.
@@ -56,7 +61,7 @@ fn main() -> Result<()> {
         Task::Run(options) => run::run(&options),
         Task::Test(options) => test::run(&options),
         Task::Bench(options) => bench::run(&options),
-        Task::Rules => rules::write(),
+        Task::Rules => rules::write().and_then(|()| helm::write_rules()),
         Task::Dashboards => dashboards::build(),
         Task::Screenshot => screenshot::take(),
         Task::Fuzz(options) => fuzz::run(&options),
@@ -64,6 +69,10 @@ fn main() -> Result<()> {
         Task::Image => {
             setup::install(setup::Purpose::Test)?;
             image::build()
+        }
+        Task::Helm => {
+            setup::install(setup::Purpose::Test)?;
+            helm::check()
         }
     }
 }

@@ -58,9 +58,15 @@ const TEST_PACKAGES: &[&str] = &[
     "slowhttptest",
 ];
 
-/// Python tools the tests use, pinned, installed into a virtual environment of the project's
-/// own (`target/tools/venv`) so that nothing outside the checkout changes.
-const PYTHON_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "1.37.0"), ("checkov", "3.3.30")];
+/// Python packages the tests use, pinned, installed into a virtual environment of the
+/// project's own (`target/tools/venv`) so that nothing outside the checkout changes: the
+/// Kubernetes schema validator, checkov, and the Helm SDK (Helm's Go SDK as a library, no
+/// helm binary), which lints and renders the chart (`xtask/src/helm.py`).
+const PYTHON_TOOLS: &[(&str, &str)] = &[
+    ("kubernetes-validate", "1.37.0"),
+    ("checkov", "3.3.30"),
+    ("helm-python-sdk", "0.2.2"),
+];
 
 const VENV: &str = "target/tools/venv";
 
@@ -165,12 +171,20 @@ pub fn python_tool(name: &str) -> String {
     format!("{VENV}/bin/{name}")
 }
 
+/// The version of a package installed in the virtual environment, as pip recorded it.
+fn installed_python_package(name: &str) -> Option<String> {
+    cmd::output(cmd::command(&python_tool("python")).args([
+        "-c",
+        "import importlib.metadata, sys; print(importlib.metadata.version(sys.argv[1]))",
+        name,
+    ]))
+}
+
 fn install_python_tools() -> Result<()> {
     let missing: Vec<String> = PYTHON_TOOLS
         .iter()
         .filter(|(name, version)| {
-            let installed = cmd::output(cmd::command(&python_tool(name)).arg("--version"));
-            !installed.is_some_and(|text| text.contains(version))
+            installed_python_package(name).as_deref().map(str::trim) != Some(*version)
         })
         .map(|(name, version)| format!("{name}=={version}"))
         .collect();

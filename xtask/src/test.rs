@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use crate::{cmd, dashboards, deploy, fuzz, image, matrix, rules, setup};
+use crate::{cmd, dashboards, deploy, fuzz, helm, image, matrix, rules, setup};
 
 #[derive(Args)]
 pub struct Options {
@@ -23,6 +23,8 @@ pub fn run(options: &Options) -> Result<()> {
     dashboards::check()?;
     // The Kubernetes manifests: valid for the API they target.
     deploy::check()?;
+    // The Helm chart: lints, renders valid objects, and its defaults make the base's.
+    helm::check()?;
     // The container image builds and its binary runs.
     image::build()?;
     // The kernels of the matrix, fetched once: their BTF serves the unit tests, their

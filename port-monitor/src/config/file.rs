@@ -19,6 +19,34 @@ pub struct ConfigFile {
     pub destinations: Destinations,
     pub anomalies: Anomalies,
     pub nat: Nat,
+    pub servers: Servers,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Servers {
+    /// Port ranges servers listen on, "MIN-MAX" each: an ephemeral range that overlaps one
+    /// may hand a client a port a server then cannot bind. The Kubernetes node ports by default.
+    #[serde(deserialize_with = "port_ranges")]
+    pub port_ranges: Vec<std::ops::RangeInclusive<u16>>,
+}
+
+impl Default for Servers {
+    fn default() -> Self {
+        Self {
+            port_ranges: Settings::default().server_ports,
+        }
+    }
+}
+
+/// Port ranges written "MIN-MAX" each.
+fn port_ranges<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<std::ops::RangeInclusive<u16>>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| parse_port_range(text).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq)]
@@ -44,6 +72,10 @@ fn port_range<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<std::ops::RangeInclusive<u16>, D::Error> {
     let text = String::deserialize(deserializer)?;
+    parse_port_range(&text).map_err(serde::de::Error::custom)
+}
+
+fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
     let parsed = text.split_once('-').and_then(|(min, max)| {
         let (min, max) = (
             min.trim().parse::<u16>().ok()?,
@@ -52,9 +84,7 @@ fn port_range<'de, D: Deserializer<'de>>(
         (1 <= min && min <= max).then_some(min..=max)
     });
     parsed.ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "{text:?} is not a port range such as \"1024-65535\" (1 <= MIN <= MAX <= 65535)"
-        ))
+        format!("{text:?} is not a port range such as \"1024-65535\" (1 <= MIN <= MAX <= 65535)")
     })
 }
 
@@ -311,6 +341,7 @@ impl ConfigFile {
             },
             churn_per_second: self.anomalies.churn_per_second,
             nat_ports: self.nat.port_range.clone(),
+            server_ports: self.servers.port_ranges.clone(),
         }
     }
 }
@@ -408,6 +439,10 @@ mod tests {
             ("[destinations]\ntop = \"five\"", "invalid type"),
             (
                 "[nat]\nport_range = \"40004-40000\"",
+                "is not a port range such as",
+            ),
+            (
+                "[servers]\nport_ranges = [\"8080\"]",
                 "is not a port range such as",
             ),
         ];

@@ -340,6 +340,7 @@ mod tests {
             conntrack: None,
             conntrack_unreadable: false,
             tcp: crate::model::TcpTuning::default(),
+            host: false,
         }
     }
 
@@ -516,6 +517,7 @@ mod tests {
                 conntrack: None,
                 conntrack_unreadable: false,
                 tcp: crate::model::TcpTuning::default(),
+                host: false,
                 name: None,
                 ports: Some(PortConfig {
                     ephemeral: 40000..=49999,

@@ -29,6 +29,8 @@ pub struct NamespaceSnapshot {
     pub conntrack_unreadable: bool,
     /// Its TCP settings and `TIME_WAIT` counters.
     pub tcp: TcpTuning,
+    /// The host's own namespace (PID 1's).
+    pub host: bool,
 }
 
 /// The gauges of one namespace, derived from its latest snapshot.
@@ -49,6 +51,10 @@ pub struct NamespaceGauges {
     pub conntrack: Option<ConntrackGauges>,
     /// Its TCP settings and `TIME_WAIT` counters.
     pub tcp: TcpTuning,
+    /// How far its ephemeral range reaches into each server port range.
+    pub server_overlap: Vec<ServerOverlap>,
+    /// The host's own namespace (PID 1's).
+    pub host: bool,
     sockets: BTreeMap<(Protocol, TcpState), u64>,
     ports_in_use: BTreeMap<(Protocol, PortRange), u32>,
 }
@@ -60,6 +66,15 @@ pub struct EphemeralRange {
     pub max: u16,
     pub reserved: u32,
     pub capacity: u32,
+}
+
+/// Server ports the kernel may hand out as ephemeral ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerOverlap {
+    /// The server range, as configured (`servers.port_ranges`).
+    pub servers: std::ops::RangeInclusive<u16>,
+    /// Its ports in the ephemeral range and not reserved.
+    pub ports: u32,
 }
 
 impl NamespaceGauges {
@@ -98,6 +113,17 @@ impl NamespaceGauges {
             bound_connections: snapshot.sockets.bound_connections().0,
             syn_sent: snapshot.sockets.syn_sent(settings.top_destinations),
             tcp: snapshot.tcp,
+            host: snapshot.host,
+            server_overlap: snapshot
+                .ports
+                .iter()
+                .flat_map(|config| {
+                    settings.server_ports.iter().map(|servers| ServerOverlap {
+                        servers: servers.clone(),
+                        ports: config.overlap(servers),
+                    })
+                })
+                .collect(),
             conntrack: snapshot.conntrack.as_ref().map(|conntrack| {
                 ConntrackGauges::new(conntrack, &settings.nat_ports, settings.top_destinations)
             }),

@@ -199,6 +199,18 @@ impl PortConfig {
         self.reserved.count_in(self.ephemeral.clone())
     }
 
+    /// Ports of `servers` that the kernel may hand out automatically: in the ephemeral range
+    /// and not reserved. A client may hold one when a server wants to bind it.
+    #[must_use]
+    pub fn overlap(&self, servers: &RangeInclusive<u16>) -> u32 {
+        let start = (*servers.start()).max(*self.ephemeral.start());
+        let end = (*servers.end()).min(*self.ephemeral.end());
+        if start > end {
+            return 0;
+        }
+        u32::from(end) + 1 - u32::from(start) - self.reserved.count_in(start..=end)
+    }
+
     /// How many ports of `used` count in `range` for this namespace.
     #[must_use]
     pub fn count_in_use(&self, used: &PortSet, range: PortRange) -> u32 {
@@ -358,5 +370,20 @@ mod tests {
         assert_eq!(config.count_in_use(&used, PortRange::WellKnown), 1);
         assert_eq!(config.count_in_use(&used, PortRange::Registered), 3);
         assert_eq!(config.count_in_use(&used, PortRange::Dynamic), 1);
+    }
+
+    #[test]
+    fn overlap_with_server_ports_leaves_out_reserved_ports() {
+        let mut config = PortConfig {
+            ephemeral: 32768..=60999,
+            reserved: PortSet::default(),
+            time_wait_reuse: TimeWaitReuse::default(),
+        };
+        assert_eq!(config.overlap(&(30000..=32767)), 0, "the kernel's default");
+        config.ephemeral = 30000..=60999;
+        assert_eq!(config.overlap(&(30000..=32767)), 2768);
+        config.reserved = parse_reserved_ports("30000-30999").expect("valid");
+        assert_eq!(config.overlap(&(30000..=32767)), 1768);
+        assert_eq!(config.overlap(&(61000..=62000)), 0);
     }
 }

@@ -22,6 +22,8 @@ pub struct Settings {
     pub churn_per_second: f64,
     /// The ports the node's source NAT hands out.
     pub nat_ports: RangeInclusive<u16>,
+    /// Port ranges servers listen on: an ephemeral range should not overlap them.
+    pub server_ports: Vec<RangeInclusive<u16>>,
 }
 
 /// When a snapshot was taken, for rates.
@@ -48,6 +50,8 @@ impl Default for Settings {
             },
             churn_per_second: 100.0,
             nat_ports: DEFAULT_NAT_PORTS,
+            // Kubernetes NodePorts (kube-apiserver --service-node-port-range).
+            server_ports: vec![30000..=32767],
         }
     }
 }

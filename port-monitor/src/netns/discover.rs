@@ -20,6 +20,8 @@ pub struct Netns {
     pub name: Option<String>,
     /// `/proc/<pid>` of a process in it, if one was found: its cgroup says whose it is.
     pub process: Option<PathBuf>,
+    /// The host's own namespace: the one of PID 1 (the node's init, where `proc` is the host's).
+    pub host: bool,
 }
 
 /// Where named namespaces are bind-mounted (`/var/run` is usually a link to `/run`).
@@ -38,6 +40,7 @@ pub fn discover(proc: &Path) -> Vec<Netns> {
                     path,
                     name: Some(name),
                     process: None,
+                    host: false,
                 });
             }
         }
@@ -56,11 +59,15 @@ pub fn discover(proc: &Path) -> Vec<Netns> {
                 path,
                 name: None,
                 process: None,
+                host: false,
             });
             // The first process found: /proc lists pids in ascending order, so usually the
             // oldest, which in a pod is the sandbox ("pause") container.
             netns.process.get_or_insert(process);
         }
+    }
+    if let Some(host) = inode(&proc.join("1/ns/net")).and_then(|id| found.get_mut(&id)) {
+        host.host = true;
     }
     found.into_values().collect()
 }

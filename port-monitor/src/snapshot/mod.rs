@@ -172,6 +172,7 @@ fn snapshot_namespace(
         conntrack,
         conntrack_unreadable,
         tcp,
+        host: netns.host,
         name: netns.name.clone(),
         ports,
         sockets,

@@ -30,5 +30,6 @@ mod restart;
 mod support;
 mod tcp_gauges;
 mod tls_auth;
+mod tuning;
 mod udp;
 mod workloads;

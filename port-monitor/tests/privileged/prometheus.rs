@@ -4,7 +4,7 @@
 
 use std::{
     io::ErrorKind,
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     os::fd::{AsRawFd as _, OwnedFd},
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -103,44 +103,14 @@ fn privileged_alert_queries_run_on_a_real_prometheus() {
     if !privileged("alert_queries_run_on_a_real_prometheus") {
         return;
     }
-    // A namespace with connections held open, so that destination panels have data; four
-    // ephemeral ports, all taken toward the listener.
-    let netns = TestNetns::new("grafana");
-    netns.sysctl("net.ipv4.ip_local_port_range", "40000 40003");
-    let held = netns.run(|| {
-        let listener =
-            std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 9200)).expect("listen");
-        let clients: Vec<_> = (0..4)
-            .map(|_| {
-                std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, 9200))
-                    .expect("connect")
-            })
-            .collect();
-        // A refused connect: the failure panels have something to show.
-        assert!(std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, 1)).is_err());
-        (listener, clients)
-    });
-    // Counters appear with their first event (--metrics.detail=compact): an exhaustion and a
-    // bind conflict, once the exporter watches, so that their panels have data too.
-    let fail_in_grafana = || {
-        netns.run(|| {
-            let exhausted = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, 9200));
-            assert_eq!(
-                exhausted.map(drop).map_err(|error| error.raw_os_error()),
-                Err(Some(99)),
-                "EADDRNOTAVAIL"
-            );
-            let taken = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 9200));
-            assert!(taken.is_err(), "the port is in use");
-        });
-    };
+    let (netns, held) = a_namespace_with_traffic();
     let config = std::env::temp_dir().join(format!(
         "port-monitor-prometheus-nat-{}.toml",
         std::process::id()
     ));
     std::fs::write(&config, "[nat]\nport_range = \"40000-40001\"\n").expect("write config");
     let exporter = Exporter::start_with(&[&format!("--config.file={}", config.display())]);
-    fail_in_grafana();
+    fail_in(&netns);
     // A NAT out of ports and its client timing out: the NAT and conntrack panels have data.
     let nat = a_nat_out_of_ports();
     let prometheus = Prometheus::start(&exporter.address);
@@ -230,6 +200,38 @@ fn privileged_alert_queries_run_on_a_real_prometheus() {
             "{core} has no data: {status}"
         );
     }
+}
+
+/// A namespace with connections held open, so that destination panels have data: four
+/// ephemeral ports, all taken toward a listener, and a refused connect.
+fn a_namespace_with_traffic() -> (TestNetns, (TcpListener, Vec<TcpStream>)) {
+    let netns = TestNetns::new("grafana");
+    netns.sysctl("net.ipv4.ip_local_port_range", "40000 40003");
+    let held = netns.run(|| {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 9200)).expect("listen");
+        let clients: Vec<_> = (0..4)
+            .map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, 9200)).expect("connect"))
+            .collect();
+        // A refused connect: the failure panels have something to show.
+        assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, 1)).is_err());
+        (listener, clients)
+    });
+    (netns, held)
+}
+
+/// Counters appear with their first event (--metrics.detail=compact): an exhaustion and a
+/// bind conflict in `netns`, once the exporter watches, so that their panels have data too.
+fn fail_in(netns: &TestNetns) {
+    netns.run(|| {
+        let exhausted = TcpStream::connect((Ipv4Addr::LOCALHOST, 9200));
+        assert_eq!(
+            exhausted.map(drop).map_err(|error| error.raw_os_error()),
+            Err(Some(99)),
+            "EADDRNOTAVAIL"
+        );
+        let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 9200));
+        assert!(taken.is_err(), "the port is in use");
+    });
 }
 
 /// A router masquerading a client to two ports, both taken by connections to a server: a

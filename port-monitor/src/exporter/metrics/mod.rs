@@ -27,7 +27,8 @@ pub use self::{
     },
     namespace::{
         EPHEMERAL_PORTS_CAPACITY, EPHEMERAL_PORTS_RESERVED, EPHEMERAL_RANGE_MAX,
-        EPHEMERAL_RANGE_MIN, NAMESPACE_INFO, NETNS_WORKLOAD_INFO, PORTS_IN_USE, SOCKETS,
+        EPHEMERAL_RANGE_MIN, EPHEMERAL_SERVER_OVERLAP, NAMESPACE_INFO, NETNS_WORKLOAD_INFO,
+        PORTS_IN_USE, SOCKETS,
     },
     nat::{
         CONNTRACK_ENTRIES, CONNTRACK_ENTRIES_LIMIT, CONNTRACK_EVENTS, DESTINATION_CONNECT_TIMEOUTS,
@@ -264,6 +265,7 @@ mod tests {
                 conntrack: None,
                 conntrack_unreadable: false,
                 tcp: crate::model::TcpTuning::default(),
+                host: false,
                 name: Some("blue".into()),
                 ports: Some(PortConfig {
                     ephemeral: 40000..=40009,
@@ -336,7 +338,7 @@ mod tests {
                     r#"port_monitor_ephemeral_range_min{netns="7"} 40000"#,
                     r#"port_monitor_ephemeral_range_max{netns="7"} 40009"#,
                     r#"port_monitor_ephemeral_ports_capacity{netns="7"} 10"#,
-                    r#"port_monitor_namespace_info{netns="7",name="blue"} 1"#,
+                    r#"port_monitor_namespace_info{netns="7",name="blue",host="false"} 1"#,
                     r#"port_monitor_port_exhaustion_total{netns="7",protocol="tcp",operation="connect"} 0"#,
                     r#"port_monitor_port_exhaustion_total{netns="7",protocol="tcp",operation="bind"} 0"#,
                     r#"port_monitor_tcp_state_transitions_total{from="syn_sent",to="established"} 5"#,
@@ -692,6 +694,7 @@ mod golden {
                 conntrack: Some(busy_conntrack()),
                 conntrack_unreadable: false,
                 tcp: busy_tcp(),
+                host: true,
                 name: None,
                 ports: Some(PortConfig {
                     ephemeral: 40000..=40009,
@@ -709,6 +712,7 @@ mod golden {
                 conntrack: None,
                 conntrack_unreadable: false,
                 tcp: crate::model::TcpTuning::default(),
+                host: false,
                 name: Some("blue".into()),
                 ports: Some(PortConfig {
                     ephemeral: 32768..=60999,

@@ -34,10 +34,15 @@ pub const EPHEMERAL_PORTS_CAPACITY: Spec = gauge(
     "Ports the kernel can hand out automatically: the ephemeral range minus reserved ports.",
     &["netns"],
 );
+pub const EPHEMERAL_SERVER_OVERLAP: Spec = gauge(
+    "port_monitor_ephemeral_server_overlap_ports",
+    "Ports of a server port range (servers.port_ranges, Kubernetes NodePorts by default) that the kernel may hand out as ephemeral ports: a client can hold one when a server wants it.",
+    &["netns", "server_range"],
+);
 pub const NAMESPACE_INFO: Spec = gauge(
     "port_monitor_namespace_info",
-    "A network namespace with its name under /var/run/netns (empty when it has none).",
-    &["netns", "name"],
+    "A network namespace with its name under /var/run/netns (empty when it has none), and whether it is the host's own (PID 1's).",
+    &["netns", "name", "host"],
 );
 pub const NETNS_WORKLOAD_INFO: Spec = gauge(
     "port_monitor_netns_workload_info",
@@ -46,25 +51,27 @@ pub const NETNS_WORKLOAD_INFO: Spec = gauge(
 );
 
 /// The families of this file, in exposition order.
-pub(super) const SPECS: [&Spec; 8] = [
+pub(super) const SPECS: [&Spec; 9] = [
     &PORTS_IN_USE,
     &SOCKETS,
     &EPHEMERAL_RANGE_MIN,
     &EPHEMERAL_RANGE_MAX,
     &EPHEMERAL_PORTS_RESERVED,
     &EPHEMERAL_PORTS_CAPACITY,
+    &EPHEMERAL_SERVER_OVERLAP,
     &NAMESPACE_INFO,
     &NETNS_WORKLOAD_INFO,
 ];
 
 #[expect(clippy::cast_precision_loss, reason = "counts stay far below 2^53")]
-pub(super) fn render(model: &Model, detail: Detail) -> [Family<'static>; 8] {
+pub(super) fn render(model: &Model, detail: Detail) -> [Family<'static>; 9] {
     let mut ports = Family::sparse(&PORTS_IN_USE, detail);
     let mut sockets = Family::sparse(&SOCKETS, detail);
     let mut range_min = Family::new(&EPHEMERAL_RANGE_MIN);
     let mut range_max = Family::new(&EPHEMERAL_RANGE_MAX);
     let mut reserved = Family::sparse(&EPHEMERAL_PORTS_RESERVED, detail);
     let mut capacity = Family::new(&EPHEMERAL_PORTS_CAPACITY);
+    let mut overlap = Family::sparse(&EPHEMERAL_SERVER_OVERLAP, detail);
     let mut info = Family::new(&NAMESPACE_INFO);
     let mut workloads = Family::new(&NETNS_WORKLOAD_INFO);
     for (netns, gauges) in model.namespaces() {
@@ -84,7 +91,12 @@ pub(super) fn render(model: &Model, detail: Detail) -> [Family<'static>; 8] {
             reserved.add(&[&netns], f64::from(range.reserved));
             capacity.add(&[&netns], f64::from(range.capacity));
         }
-        info.add(&[&netns, gauges.name.as_deref().unwrap_or("")], 1.0);
+        for server in &gauges.server_overlap {
+            let range = format!("{}-{}", server.servers.start(), server.servers.end());
+            overlap.add(&[&netns, &range], f64::from(server.ports));
+        }
+        let host = if gauges.host { "true" } else { "false" };
+        info.add(&[&netns, gauges.name.as_deref().unwrap_or(""), host], 1.0);
         let workload = &gauges.workload;
         if workload.is_known() {
             let labels = [
@@ -97,6 +109,6 @@ pub(super) fn render(model: &Model, detail: Detail) -> [Family<'static>; 8] {
         }
     }
     [
-        ports, sockets, range_min, range_max, reserved, capacity, info, workloads,
+        ports, sockets, range_min, range_max, reserved, capacity, overlap, info, workloads,
     ]
 }

@@ -24,6 +24,10 @@ use crate::{
 /// Sets up logging to stderr in the configured format.
 pub fn init_logging(flags: &Flags) {
     use std::io::IsTerminal as _;
+    if matches!(flags.command, Some(Command::Top(_))) {
+        // The terminal is top's screen: a log line would tear it.
+        return;
+    }
     let builder = tracing_subscriber::fmt()
         .with_max_level(flags.log_level.as_tracing())
         .with_ansi(std::io::stderr().is_terminal())
@@ -41,6 +45,8 @@ pub fn init_logging(flags: &Flags) {
 pub fn run(flags: Flags) -> Result<()> {
     match flags.command {
         Some(Command::Check) => runtime()?.block_on(check(&flags)),
+        Some(Command::Status(ref args)) => crate::cli::status(&flags, args),
+        Some(Command::Top(ref args)) => crate::cli::top(&flags, args),
         None => serve(flags),
     }
 }

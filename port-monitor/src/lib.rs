@@ -8,8 +8,9 @@
 //! `kernel` loads and reads the programs, `netns` and `snapshot` read every namespace's
 //! socket tables, `model` holds the state as plain data (gauges, headroom per destination,
 //! anomalies), `exporter` renders and serves it. `config` is the flags and the
-//! configuration file.
+//! configuration file. `cli` is what is run by hand on a node: `status` and `top`.
 
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod exporter;

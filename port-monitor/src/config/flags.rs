@@ -17,8 +17,10 @@ pub struct Flags {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Address to serve metrics on: "host:port", or ":port" for every interface.
+    /// Address to serve metrics on: "host:port", or ":port" for every interface. For status
+    /// and top: where the daemon is asked (":port" asks 127.0.0.1).
     #[arg(
+        global = true,
         long = "web.listen-address",
         env = "PORT_MONITOR_WEB_LISTEN_ADDRESS",
         default_value = ":9977",
@@ -28,6 +30,7 @@ pub struct Flags {
 
     /// Path under which to serve metrics.
     #[arg(
+        global = true,
         long = "web.telemetry-path",
         env = "PORT_MONITOR_WEB_TELEMETRY_PATH",
         default_value = "/metrics",
@@ -47,12 +50,19 @@ pub struct Flags {
     pub metrics_detail: crate::exporter::metrics::Detail,
 
     /// Prometheus exporter-toolkit web configuration file: TLS (`tls_server_config`) and
-    /// basic auth (`basic_auth_users`, bcrypt hashes). Without it: plain HTTP, no auth.
-    #[arg(long = "web.config.file", env = "PORT_MONITOR_WEB_CONFIG_FILE")]
+    /// basic auth (`basic_auth_users`, bcrypt hashes). Without it: plain HTTP, no auth. For
+    /// status and top: the daemon's file, to know whether to speak TLS (trusting exactly the
+    /// daemon's certificate) and whether it asks for credentials.
+    #[arg(
+        global = true,
+        long = "web.config.file",
+        env = "PORT_MONITOR_WEB_CONFIG_FILE"
+    )]
     pub web_config_file: Option<PathBuf>,
 
     /// Only log messages at or above this level.
     #[arg(
+        global = true,
         long = "log.level",
         env = "PORT_MONITOR_LOG_LEVEL",
         default_value = "info",
@@ -62,6 +72,7 @@ pub struct Flags {
 
     /// Log line format.
     #[arg(
+        global = true,
         long = "log.format",
         env = "PORT_MONITOR_LOG_FORMAT",
         default_value = "text",
@@ -139,6 +150,7 @@ pub struct Flags {
     /// request without the network admin capability, which the daemon then drops with the other
     /// capabilities only attaching needs.
     #[arg(
+        global = true,
         long = "no-collector.conntrack",
         env = "PORT_MONITOR_NO_COLLECTOR_CONNTRACK"
     )]
@@ -146,11 +158,12 @@ pub struct Flags {
 
     /// TOML file with thresholds and sizes (docs/configuration.md). Without it every
     /// default applies.
-    #[arg(long = "config.file", env = "PORT_MONITOR_CONFIG_FILE")]
+    #[arg(global = true, long = "config.file", env = "PORT_MONITOR_CONFIG_FILE")]
     pub config_file: Option<PathBuf>,
 
     /// procfs mount point of the host (in a container: the host's /proc, with hostPID).
     #[arg(
+        global = true,
         long = "path.procfs",
         env = "PORT_MONITOR_PATH_PROCFS",
         default_value = "/proc"
@@ -176,6 +189,13 @@ pub enum Command {
     /// Probe the kernel, load and attach every program, print which hook gives which fact,
     /// take one snapshot, then detach and exit: 0 when everything works.
     Check,
+    /// One screen for the whole node, no daemon needed: every network namespace's ephemeral
+    /// ports, `TIME_WAIT`, busiest destinations and NAT, closest to running out first, with
+    /// the failures counted by a port-monitor daemon on this node when one answers.
+    Status(super::StatusArgs),
+    /// `status`, refreshed live in the terminal: keys to sort, pick a namespace and see its
+    /// destinations.
+    Top(super::TopArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -284,6 +304,37 @@ mod tests {
         assert_eq!(config.telemetry_path, "/prom");
         assert_eq!(config.log_level, LogLevel::Debug);
         assert_eq!(config.snapshot_interval, Some(Duration::from_millis(250)));
+    }
+
+    /// The daemon's flags that say how to reach it are global: given after `status` too, as
+    /// a user types them.
+    #[test]
+    fn status_and_top_take_the_daemons_flags_after_the_subcommand() {
+        let flags = parse(&[
+            "status",
+            "--output=json",
+            "--web.listen-address=:9978",
+            "--status.username=prometheus",
+            "--status.password-file=/run/secrets/password",
+        ])
+        .expect("valid flags");
+        assert_eq!(flags.listen_address.port(), 9978);
+        let Some(Command::Status(status)) = flags.command else {
+            panic!("status: {:?}", flags.command);
+        };
+        assert_eq!(status.output, super::super::Output::Json);
+        assert_eq!(status.daemon.username.as_deref(), Some("prometheus"));
+
+        let flags = parse(&["top", "-d", "500ms"]).expect("valid flags");
+        let Some(Command::Top(top)) = flags.command else {
+            panic!("top: {:?}", flags.command);
+        };
+        assert_eq!(top.refresh_interval, Duration::from_millis(500));
+
+        let error = parse(&["status", "--status.password-file=/p"]).expect_err("no user");
+        assert!(error.contains("--status.username"), "{error}");
+        let error = parse(&["status", "--output=yaml"]).expect_err("no such output");
+        assert!(error.contains("--output"), "{error}");
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! given wins over the file; each default is written once: the intervals' here, the
 //! thresholds and sizes in `model::Settings::default`, which the file's defaults are.
 
+mod client;
 mod file;
 mod flags;
 
 use std::time::Duration;
 
+pub use client::{DaemonAccess, Output, StatusArgs, TopArgs};
 pub use file::{ConfigFile, FileError};
 pub use flags::{Command, Flags, LogFormat, LogLevel, parse_interval};
 

@@ -170,6 +170,31 @@ impl WebConfigFile {
     pub fn client_ca_file(&self) -> Option<&Path> {
         self.tls.as_ref()?.client_ca_file.as_deref()
     }
+
+    /// Reads and parses the file at `path`, without reading the files it names: what a
+    /// client of the endpoint (`port-monitor status`) learns from it.
+    ///
+    /// # Errors
+    /// When the file cannot be read or does not pass [`WebConfigFile::parse`].
+    pub fn read(path: &Path) -> Result<Self, WebConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// The server's certificate file when TLS is on, as written (relative to the file).
+    #[must_use]
+    pub fn server_cert_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|tls| tls.cert_file.as_path())
+    }
+
+    /// Whether requests must carry basic auth credentials.
+    #[must_use]
+    pub fn requires_auth(&self) -> bool {
+        !self.users.is_empty()
+    }
 }
 
 /// Whether `hash` is a bcrypt hash that `bcrypt::verify` can use. The crate's parser takes

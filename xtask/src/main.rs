@@ -15,6 +15,7 @@ mod run;
 mod screenshot;
 mod setup;
 mod test;
+mod top_capture;
 mod vm;
 
 use anyhow::Result;
@@ -51,6 +52,9 @@ enum Task {
     Fuzz(fuzz::Options),
     /// Record port exhaustion in a test namespace and photograph Prometheus's graph of it.
     Screenshot,
+    /// Run `port-monitor top` on three test namespaces in tmux and write its screen to
+    /// docs/top.txt.
+    TopCapture,
     /// Run a command in another kernel under qemu, on this machine's files (run it as root).
     Vm(vm::Options),
 }
@@ -64,6 +68,7 @@ fn main() -> Result<()> {
         Task::Rules => rules::write().and_then(|()| helm::write_rules()),
         Task::Dashboards => dashboards::build(),
         Task::Screenshot => screenshot::take(),
+        Task::TopCapture => top_capture::capture(),
         Task::Fuzz(options) => fuzz::run(&options),
         Task::Vm(options) => vm::command(&options),
         Task::Image => {

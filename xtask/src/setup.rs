@@ -43,8 +43,9 @@ const BENCH_PACKAGES: &[&str] = &[
 /// (nothing left attached after shutdown), `promtool` (exposition format, alerting rules),
 /// `kubectl` (kustomize; from the cloud-sdk repository this machine kind has), `buildah`
 /// (the container image), `curl` and `openssl` (TLS and basic auth) and `slowhttptest`
-/// (the endpoint under abuse), `iptables` (a NAT between test namespaces) and `conntrack`
-/// (what the kernel's conntrack says, to compare with).
+/// (the endpoint under abuse), `iptables` (a NAT between test namespaces), `conntrack`
+/// (what the kernel's conntrack says, to compare with) and `tmux` (a terminal that drives
+/// `port-monitor top` as a person would, and captures its screen for docs/top.txt).
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "iptables",
@@ -56,6 +57,7 @@ const TEST_PACKAGES: &[&str] = &[
     "curl",
     "openssl",
     "slowhttptest",
+    "tmux",
 ];
 
 /// Python packages the tests use, pinned, installed into a virtual environment of the

@@ -27,6 +27,7 @@ mod namespaces;
 mod nat;
 mod prometheus;
 mod restart;
+mod status;
 mod support;
 mod tcp_gauges;
 mod tls_auth;

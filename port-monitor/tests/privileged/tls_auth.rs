@@ -12,9 +12,9 @@ use std::{
 use crate::support::{Exporter, privileged};
 
 /// Extensions of the server's certificate: curl checks the address it connects to.
-const SERVER: &[&str] = &["subjectAltName=IP:127.0.0.1"];
+pub const SERVER: &[&str] = &["subjectAltName=IP:127.0.0.1"];
 /// Extensions of a CA that signs client certificates.
-const CA: &[&str] = &[
+pub const CA: &[&str] = &[
     "basicConstraints=critical,CA:TRUE",
     "keyUsage=critical,keyCertSign",
 ];
@@ -26,7 +26,7 @@ const CLIENT: &[&str] = &[
 
 /// An EC certificate valid for a day, made with openssl: `<name>.pem` and its key
 /// `<name>-key.pem` in `dir`, self-signed, or signed by `issuer` (the name of one made before).
-fn make_certificate(
+pub fn make_certificate(
     dir: &Path,
     name: &str,
     subject: &str,

@@ -11,6 +11,8 @@ use std::{
 pub struct SsTruth {
     pub sockets: BTreeMap<(String, String), u64>,
     pub ports: BTreeMap<String, BTreeSet<u16>>,
+    /// Local ports of the sockets toward each peer, by (protocol, peer "address:port").
+    pub toward: BTreeMap<(String, String), BTreeSet<u16>>,
 }
 
 impl SsTruth {
@@ -28,7 +30,7 @@ impl SsTruth {
         let mut truth = Self::default();
         for line in String::from_utf8_lossy(&output.stdout).lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (netid, state, local) = (fields[0], fields[1], fields[4]);
+            let (netid, state, local, peer) = (fields[0], fields[1], fields[4], fields[5]);
             let label = state_label(netid, state);
             *truth.sockets.entry((netid.to_owned(), label)).or_default() += 1;
             let port: u16 = local
@@ -42,6 +44,11 @@ impl SsTruth {
                     .entry(netid.to_owned())
                     .or_default()
                     .insert(port);
+                truth
+                    .toward
+                    .entry((netid.to_owned(), peer.to_owned()))
+                    .or_default()
+                    .insert(port);
             }
         }
         truth
@@ -52,6 +59,14 @@ impl SsTruth {
             .get(&(protocol.to_owned(), state.to_owned()))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Distinct local ports of `protocol` sockets toward `peer` ("127.0.0.1:9000") within
+    /// `low..=high`.
+    pub fn ports_toward(&self, protocol: &str, peer: &str, low: u16, high: u16) -> u64 {
+        self.toward
+            .get(&(protocol.to_owned(), peer.to_owned()))
+            .map_or(0, |ports| ports.range(low..=high).count() as u64)
     }
 
     /// Distinct local ports of `protocol` within `low..=high`.

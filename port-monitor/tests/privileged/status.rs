@@ -14,7 +14,7 @@ use std::{
 use serde_json::Value;
 
 use crate::{
-    support::{Exporter, SsTruth, TestNetns, privileged},
+    support::{Exporter, SsTruth, TestNetns, privileged, sockets::run_without},
     tls_auth::{CA, SERVER, make_certificate},
 };
 
@@ -177,6 +177,24 @@ fn privileged_status_text_shows_the_namespace_and_says_no_daemon_answered() {
         .collect();
     assert_eq!(daemon.len(), 1, "{text}");
     assert!(daemon[0].contains("no daemon answers"), "{text}");
+}
+
+/// Without the capabilities that entering namespaces needs, status says which are missing
+/// and how to run it, instead of showing an empty node.
+#[test]
+fn privileged_status_names_the_missing_capabilities() {
+    if !privileged("status_names_the_missing_capabilities") {
+        return;
+    }
+    let output = run_without("sys_admin,sys_ptrace", &["status"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "status ran without them: {stderr}"
+    );
+    for expected in ["CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "run it as root"] {
+        assert!(stderr.contains(expected), "{expected:?} in {stderr}");
+    }
 }
 
 /// With a daemon on the node, the calls it saw fail are shown with the namespace, and the

@@ -15,8 +15,13 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{cmd, vm};
 
-/// Privileged test modules that touch no kernel code: run on the host only.
-const HOST_ONLY: &[&str] = &["http_abuse::", "tls_auth::", "prometheus::"];
+/// Privileged test modules (and tests) that touch no kernel code: run on the host only.
+const HOST_ONLY: &[&str] = &[
+    "http_abuse::",
+    "tls_auth::",
+    "prometheus::",
+    "status::privileged_status_reaches_a_daemon_behind_tls_and_basic_auth",
+];
 
 /// How long one kernel's run may take (boot included). The whole set takes ~6 minutes
 /// under emulation on this project's 2-core machines.

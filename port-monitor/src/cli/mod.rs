@@ -4,6 +4,7 @@
 //! node, its counters of failed calls and anomalies are shown beside the snapshot.
 
 mod daemon;
+mod namespace;
 mod render;
 mod status;
 mod top;
@@ -13,7 +14,10 @@ use std::io::Write as _;
 use anyhow::{Context as _, Result, bail};
 use caps::{CapSet, Capability};
 
-pub use self::status::{Gatherer, NamespaceStatus, NodeStatus};
+pub use self::{
+    namespace::NamespaceStatus,
+    status::{Gatherer, NodeStatus},
+};
 use crate::{
     config::{ConfigFile, DaemonAccess, Flags, Output, StatusArgs, TopArgs},
     snapshot::Sources,

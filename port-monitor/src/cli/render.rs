@@ -6,7 +6,8 @@ use std::{fmt::Write as _, time::Duration};
 
 use super::{
     daemon::NamespaceCounters,
-    status::{ConntrackStatus, DestinationStatus, NamespaceStatus, NodeStatus},
+    namespace::{ConntrackStatus, DestinationStatus, NamespaceStatus},
+    status::NodeStatus,
 };
 
 /// Destinations listed per namespace in text: the rest are in `--output json` and `top`.

@@ -8,13 +8,13 @@ use std::{
     net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket},
     path::Path,
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
 
 use crate::{
-    support::{Exporter, SsTruth, TestNetns, privileged, sockets::run_without},
+    support::{Exporter, SsTruth, TestNetns, Tmux, privileged, sockets::run_without},
     tls_auth::{CA, SERVER, make_certificate},
 };
 
@@ -339,83 +339,6 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write");
     path
-}
-
-/// A tmux server of the test's own (its own socket), killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-/// How long the screen has to show what a key asked for.
-const SCREEN_TIMEOUT: Duration = Duration::from_secs(20);
-
-impl Tmux {
-    /// A 160x48 terminal running `sh`, or `None` (the test skips) without tmux.
-    fn start() -> Option<Self> {
-        if Command::new("tmux").arg("-V").output().is_err() {
-            let message = "status: tmux is not installed (cargo xtask setup installs it)";
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{message}; CI=true forbids skipping"
-            );
-            eprintln!("SKIPPED {message}");
-            return None;
-        }
-        let tmux = Self {
-            socket: format!("port-monitor-test-{}", std::process::id()),
-        };
-        tmux.run(&["new-session", "-d", "-x", "160", "-y", "48", "sh"]);
-        Some(tmux)
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let output = Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .expect("run tmux");
-        assert!(
-            output.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// Types `text` and presses Enter.
-    fn type_line(&self, text: &str) {
-        self.run(&["send-keys", "-l", text]);
-        self.run(&["send-keys", "Enter"]);
-    }
-
-    fn press(&self, key: &str) {
-        self.run(&["send-keys", key]);
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p"])
-    }
-
-    /// Polls the screen until `done` holds; fails with the screen after `SCREEN_TIMEOUT`.
-    fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + SCREEN_TIMEOUT;
-        loop {
-            let screen = self.screen();
-            if done(&screen) {
-                return screen;
-            }
-            assert!(Instant::now() < deadline, "{what}; the screen:\n{screen}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .output();
-    }
 }
 
 /// The row `top` marks as selected.

@@ -4,7 +4,10 @@
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::{cli::status::NamespaceStatus, cli::status::NodeStatus, model::NetnsId};
+use crate::{
+    cli::{namespace::NamespaceStatus, status::NodeStatus},
+    model::NetnsId,
+};
 
 /// The column the list is sorted by, descending but for the name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use ratatui::{
 };
 
 use super::app::{App, SortKey, View};
-use crate::cli::{render, status::NamespaceStatus};
+use crate::cli::{namespace::NamespaceStatus, render};
 
 pub fn draw(frame: &mut Frame<'_>, app: &App, refresh: Duration) {
     let header = header(app, refresh);

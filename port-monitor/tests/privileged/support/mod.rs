@@ -6,11 +6,13 @@ pub mod netns;
 pub mod routed;
 pub mod sockets;
 pub mod ss;
+pub mod tmux;
 
 pub use exporter::Exporter;
 pub use metrics::Metrics;
 pub use netns::TestNetns;
 pub use ss::SsTruth;
+pub use tmux::Tmux;
 
 /// Whether this test can run. Without root it prints why and skips, unless `CI=true`, where
 /// a skipped privileged test would make a green run meaningless: then it fails.

@@ -24,12 +24,15 @@ use crate::{
 /// Sets up logging to stderr in the configured format.
 pub fn init_logging(flags: &Flags) {
     use std::io::IsTerminal as _;
-    if matches!(flags.command, Some(Command::Top(_))) {
-        // The terminal is top's screen: a log line would tear it.
-        return;
-    }
+    // The terminal is top's screen: a warning would tear it. Only the error it ends with is
+    // written, once the screen is put back.
+    let level = if matches!(flags.command, Some(Command::Top(_))) {
+        tracing::Level::ERROR
+    } else {
+        flags.log_level.as_tracing()
+    };
     let builder = tracing_subscriber::fmt()
-        .with_max_level(flags.log_level.as_tracing())
+        .with_max_level(level)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match flags.log_format {

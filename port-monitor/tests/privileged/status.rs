@@ -197,6 +197,23 @@ fn privileged_status_names_the_missing_capabilities() {
     }
 }
 
+/// `top` piped into a file has no screen to draw on: it says what to use instead, rather
+/// than writing escape codes or failing silently.
+#[test]
+fn privileged_top_without_a_terminal_points_to_json() {
+    if !privileged("top_without_a_terminal_points_to_json") {
+        return;
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_port-monitor"))
+        .args(["top", &nobody_listening()])
+        .output()
+        .expect("run top");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty(), "nothing drawn");
+    assert!(stderr.contains("status --output json"), "{stderr}");
+}
+
 /// With a daemon on the node, the calls it saw fail are shown with the namespace, and the
 /// last exhaustion names the process that hit it.
 #[test]

@@ -3,7 +3,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use port_monitor::model::ports::{PortConfig, parse_port_range, parse_reserved_ports};
+use port_monitor::model::{
+    TimeWaitReuse,
+    ports::{PortConfig, parse_port_range, parse_reserved_ports},
+};
 
 fuzz_target!(|input: (&str, &str)| {
     let (range, reserved) = input;
@@ -15,6 +18,9 @@ fuzz_target!(|input: (&str, &str)| {
     let config = PortConfig {
         ephemeral,
         reserved,
+        time_wait_reuse: TimeWaitReuse::default(),
     };
     assert!(config.capacity() <= size);
+    // Whatever the server range, its overlap is within the range and the capacity.
+    assert!(config.overlap(&(30000..=32767)) <= config.capacity());
 });

@@ -135,14 +135,27 @@ async fn serve_attached(
     .context("starting the snapshot thread")?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let reader = tokio::spawn(kernel::reader::run(
-        kernel,
-        events,
-        Arc::clone(&model),
-        poll_interval,
-        shutdown_rx,
-        move || health.counters_polled(),
-    ));
+    // On a thread of its own, as the snapshot thread is: it waits for the model's lock, which
+    // a snapshot holds while it applies, and a runtime worker waiting there would be one
+    // fewer for the scrapes and the health probes (a hung snapshot thread must not also
+    // silence /-/healthy).
+    let reader_model = Arc::clone(&model);
+    let reader = std::thread::Builder::new()
+        .name("kernel-reader".into())
+        .spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(kernel::reader::run(
+                    kernel,
+                    events,
+                    reader_model,
+                    poll_interval,
+                    shutdown_rx,
+                    move || health.counters_polled(),
+                ))
+        })
+        .context("starting the kernel reader thread")?;
 
     tracing::info!(address = %listener.local_addr()?, path = %flags.telemetry_path, "serving metrics");
     server::serve(listener, endpoint, shutdown_signal()).await;
@@ -150,7 +163,10 @@ async fn serve_attached(
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     let _ = stop_snapshots.send(());
-    let kernel = reader.await.context("the kernel reader failed")??;
+    let kernel = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the kernel reader panicked"))?
+        .context("the kernel reader failed")?;
     drop(kernel);
     tracing::info!("kernel programs detached");
     if snapshots.join().is_err() {

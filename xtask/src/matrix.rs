@@ -102,6 +102,8 @@ pub fn run(kernels: &[vm::Kernel]) -> Result<()> {
                     ("PORT_MONITOR_TEST_EXPECT_FEXIT".to_owned(), "1".to_owned()),
                     // A privileged test must run, not skip, in the guest as on the host.
                     ("CI".to_owned(), "true".to_owned()),
+                    // Emulated guests are many times slower: bounded waits stretch.
+                    ("PORT_MONITOR_TEST_TIME_SCALE".to_owned(), "4".to_owned()),
                 ],
                 ..vm::RunOptions::default()
             },

@@ -38,7 +38,8 @@ fn privileged_a_pods_namespace_is_attributed_from_its_cgroup_path() {
     std::fs::create_dir_all(&container).expect("create cgroup");
     // A process in its own network namespace, moved into that cgroup.
     let mut sandbox = Command::new("unshare")
-        .args(["--net", "sleep", "30"])
+        // Long enough for a slow machine to start the exporter; killed at the end.
+        .args(["--net", "sleep", "600"])
         .stdout(Stdio::null())
         .spawn()
         .expect("unshare (util-linux)");

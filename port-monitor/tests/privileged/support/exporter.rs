@@ -193,10 +193,10 @@ impl Exporter {
         Metrics::parse(&body)
     }
 
-    /// Scrapes until `done` holds or `timeout` passes; returns the last scrape either way,
-    /// for the caller's assertions to report.
+    /// Scrapes until `done` holds or `timeout` passes (times [`super::time_scale`]);
+    /// returns the last scrape either way, for the caller's assertions to report.
     pub fn wait_until(&self, timeout: Duration, done: impl Fn(&Metrics) -> bool) -> Metrics {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + timeout * super::time_scale();
         loop {
             let metrics = self.scrape();
             if done(&metrics) || Instant::now() >= deadline {

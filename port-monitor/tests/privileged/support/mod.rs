@@ -14,6 +14,19 @@ pub use netns::TestNetns;
 pub use ss::SsTruth;
 pub use tmux::Tmux;
 
+/// How much longer than on this machine a bounded wait may take: the kernel matrix runs the
+/// tests in emulated guests (qemu without KVM), many times slower, and sets
+/// `PORT_MONITOR_TEST_TIME_SCALE`. A deadline only bounds how long a test waits for a
+/// property; it is never the property.
+#[must_use]
+pub fn time_scale() -> u32 {
+    std::env::var("PORT_MONITOR_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|scale| scale.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// Whether this test can run. Without root it prints why and skips, unless `CI=true`, where
 /// a skipped privileged test would make a green run meaningless: then it fails.
 #[must_use]

@@ -32,7 +32,7 @@ pub type Tracked = HashMap<u64, BoundSocket>;
 
 impl BoundSocketReader {
     /// Every tracked socket, by network namespace cookie. Entries of sockets released while
-    /// the map is read may be missing or extra; the next snapshot corrects them.
+    /// the map is read may be extra: [`Self::still_tracked`] tells after the dump.
     #[must_use]
     pub fn read(&self) -> HashMap<u64, Tracked> {
         let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
@@ -50,6 +50,17 @@ impl BoundSocketReader {
     #[must_use]
     pub const fn tables_list_them(&self) -> bool {
         self.tables_list_them
+    }
+
+    /// Which of `cookies` are still tracked: a socket released since the map was read is
+    /// not, so a dump that missed it because it was gone does not count it as bound.
+    #[must_use]
+    pub fn still_tracked<'a>(&self, cookies: impl Iterator<Item = &'a u64>) -> HashSet<u64> {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        cookies
+            .filter(|cookie| map.get(cookie, 0).is_ok())
+            .copied()
+            .collect()
     }
 
     /// Forgets sockets that a complete snapshot did not list: gone, where the tables list

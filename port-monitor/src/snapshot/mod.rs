@@ -86,6 +86,7 @@ pub fn snapshot_node(sources: &Sources) -> NodeSnapshot {
     for netns in netns::discover(&sources.proc) {
         let read = Reading {
             bound: &bound,
+            reader: bound_sockets,
             lists_bound,
             conntrack: sources.conntrack,
         };
@@ -124,6 +125,8 @@ pub fn snapshot_node(sources: &Sources) -> NodeSnapshot {
 struct Reading<'a> {
     /// The sockets the kernel programs saw get a port from `bind()`, by namespace cookie.
     bound: &'a HashMap<u64, Tracked>,
+    /// The live map, asked after a dump which of the unlisted sockets still exist.
+    reader: Option<&'a BoundSocketReader>,
     /// Whether the kernel's tables list bound, idle TCP sockets (6.7 and later).
     lists_bound: bool,
     conntrack: bool,
@@ -156,11 +159,14 @@ fn snapshot_namespace(
         .unwrap_or(&no_sockets);
     let mut sockets = SocketTally::default();
     let listed_here = sock_diag::dump_all(&socket, &mut sockets, tracked)?;
-    if !lists_bound {
-        for (_, bound) in tracked
-            .iter()
-            .filter(|(cookie, _)| !listed_here.contains(*cookie))
-        {
+    if !lists_bound && let Some(reader) = read.reader {
+        // Asked after the dump: a socket closed between the map read and the dump is in
+        // neither, and counting it would leave its port held until the next snapshot.
+        let unlisted = tracked
+            .keys()
+            .filter(|cookie| !listed_here.contains(*cookie));
+        let alive = reader.still_tracked(unlisted);
+        for (_, bound) in tracked.iter().filter(|(cookie, _)| alive.contains(*cookie)) {
             sockets.add(&bound_inactive(bound));
         }
     }

@@ -1,19 +1,47 @@
 //! Overhead on the workload: `loadgen` loops on loopback, each trial in a fresh network
-//! namespace so that every trial starts from the same socket state, alternating "nothing
-//! attached" and "monitor attached" trials, reporting the median of the pair ratios with min
-//! and max. Then the failed-connect rate whose records all reach port-monitor.
+//! namespace so that every trial starts from the same socket state, in interleaved pairs of
+//! "nothing attached" and "monitor attached" trials (`pairs.rs`), reporting the median of the
+//! pair ratios with min and max. Then the failed-connect rate whose records all reach
+//! port-monitor. Then the same loops in each guest kernel with port-monitor's defaults, which
+//! there attach fexit programs (this machine's kernel refuses them).
 
 use std::{fmt::Write as _, fs, path::Path, process::Stdio, time::Duration};
 
 use anyhow::{Context as _, Result};
 
 use super::{
-    Netns, RESULTS, Spread,
-    process::{Monitor, PortMonitor, metric},
+    Netns, RESULTS, Spread, guests,
+    pairs::{self, Rates, Trials},
+    process::{Hooks, Monitor, PortMonitor, loadgen_result, metric},
 };
 
 /// The plot's data: one line per (workload, monitor).
 pub const DATA: &str = "overhead.dat";
+
+/// The monitors measured on the host, in the table's and the plot's order.
+pub const MONITORS: [Monitor; 4] = [
+    Monitor::Defaults,
+    Monitor::Tracepoints,
+    Monitor::Tcpstates,
+    Monitor::Bpftrace,
+];
+
+/// 3 workloads x 4 monitors x 7 pairs of two 3 s trials, each after 3 s of settling: ~20
+/// minutes.
+pub const HOST: Trials = Trials {
+    pairs: 7,
+    seconds: 3.0,
+};
+
+/// In a guest only the defaults are measured: 3 workloads x 5 pairs, each pair ~20 s under
+/// emulation (port-monitor takes ~5 s to start there): ~5 minutes a kernel.
+pub const GUEST: Trials = Trials {
+    pairs: 5,
+    seconds: 3.0,
+};
+
+/// How long a guest may take.
+const GUEST_TIMEOUT: Duration = Duration::from_mins(20);
 
 /// A workload: the loadgen's mode, and what it stands for.
 const WORKLOADS: [(&str, &str); 3] = [
@@ -28,18 +56,23 @@ const WORKLOADS: [(&str, &str); 3] = [
     ("udp", "UDP socket, connect (autobind), one datagram, close"),
 ];
 
-pub fn run(pairs: usize, seconds: f64) -> Result<String> {
-    let mut report = String::from(
-        "\n## Overhead on the workload\n\n| workload | monitor | baseline cycles/s (median) | slowdown median | min | max |\n|---|---|---|---|---|---|\n",
+pub fn run(trials: Trials, guest_arguments: &[String]) -> Result<String> {
+    let mut report = format!(
+        "\n## Overhead on the workload\n\n{} pairs of {} s trials per row, alternating which runs first, each {} s after attaching or stopping the monitor.\n\n| workload | monitor | baseline cycles/s (median) | slowdown median | min | max |\n|---|---|---|---|---|---|\n",
+        trials.pairs,
+        trials.seconds,
+        pairs::SETTLE.as_secs()
     );
     // Grouped by monitor, groups apart by two blank lines: gnuplot's `index` is one monitor.
-    let mut data = vec![String::new(); Monitor::ALL.len()];
+    let mut data = vec![String::new(); MONITORS.len()];
+    let mut hooks: Vec<Option<Hooks>> = vec![None; MONITORS.len()];
+    let mut disturbed = String::new();
     for (mode, description) in WORKLOADS {
         println!("workload {mode}: {description}");
-        for (index, monitor) in Monitor::ALL.into_iter().enumerate() {
-            let (baselines, slowdowns) = measure(monitor, mode, pairs, seconds)?;
-            let baseline = Spread::of(&baselines).median;
-            let slowdown = Spread::of(&slowdowns);
+        for (index, monitor) in MONITORS.into_iter().enumerate() {
+            let paired = pairs::paired(monitor, trials.pairs, || rates(mode, trials.seconds))?;
+            let baseline = Spread::of(&paired.baselines).median;
+            let slowdown = Spread::of(&paired.slowdowns);
             let line = format!(
                 "| {mode} | {} | {baseline:.0} | {:+.2}% | {:+.2}% | {:+.2}% |\n",
                 monitor.name(),
@@ -54,7 +87,28 @@ pub fn run(pairs: usize, seconds: f64) -> Result<String> {
                 "{mode} {index} {baseline:.0} {:.3} {:.3} {:.3}",
                 slowdown.median, slowdown.min, slowdown.max
             )?;
+            disturbed.extend(paired.disturbed_note(&format!("{mode}, {}", monitor.name())));
+            if hooks[index].is_none() {
+                hooks[index] = paired.hooks;
+            }
         }
+    }
+    write!(
+        report,
+        "\nWhat port-monitor attached on this kernel ({}, from port_monitor_program_info):\n\n",
+        super::kernel()
+    )?;
+    for (monitor, hooks) in MONITORS.iter().zip(&hooks) {
+        if let Some(hooks) = hooks {
+            writeln!(report, "- {}: {hooks}", monitor.name())?;
+        }
+    }
+    if !disturbed.is_empty() {
+        write!(
+            report,
+            "\nPairs that ran beside other work (each run again up to {} times while the wait allowed):\n\n{disturbed}",
+            pairs::RETRIES
+        )?;
     }
     fs::write(
         Path::new(RESULTS).join(DATA),
@@ -64,33 +118,70 @@ pub fn run(pairs: usize, seconds: f64) -> Result<String> {
         ),
     )?;
     report.push_str(&failure_rate()?);
+    report.push_str(&in_guests(guest_arguments));
     Ok(report)
 }
 
-/// Interleaved pairs: baseline rates and slowdowns in percent.
-fn measure(
-    monitor: Monitor,
-    mode: &str,
-    pairs: usize,
-    seconds: f64,
-) -> Result<(Vec<f64>, Vec<f64>)> {
-    let mut baselines = Vec::new();
-    let mut slowdowns = Vec::new();
-    for pair in 0..pairs {
-        let baseline = trial(mode, seconds, 1)?.0;
-        let running = monitor.start()?;
-        let monitored = trial(mode, seconds, 1);
-        running.stop()?;
-        let monitored = monitored?.0;
-        let slowdown = (1.0 - monitored / baseline) * 100.0;
-        println!(
-            "  {} pair {pair}: {baseline:.0} -> {monitored:.0} cycles/s ({slowdown:+.2}%)",
-            monitor.name()
-        );
-        baselines.push(baseline);
-        slowdowns.push(slowdown);
+/// The header of the guests' table, whose rows [`here`] prints.
+const GUEST_TABLE: &str = "| kernel | workload | monitor | hooks attached | baseline cycles/s (median) | slowdown median | min | max | fastest windows: slowdown median (min to max) |\n|---|---|---|---|---|---|---|---|---|\n";
+
+/// `--here`: the workloads with port-monitor's defaults only, a row each for the host.
+pub fn here(trials: Trials) -> Result<()> {
+    let kernel = super::kernel();
+    let monitor = Monitor::Defaults;
+    println!(
+        "overhead here: {} pairs of {} s trials",
+        trials.pairs, trials.seconds
+    );
+    for (mode, description) in WORKLOADS {
+        println!("workload {mode}: {description}");
+        let paired = pairs::paired(monitor, trials.pairs, || rates(mode, trials.seconds))?;
+        let slowdown = Spread::of(&paired.slowdowns);
+        print!("{}", paired.disturbed_note(mode).unwrap_or_default());
+        let hooks = paired
+            .hooks
+            .map_or_else(|| "?".to_owned(), |hooks| hooks.to_string());
+        guests::print_row(&format!(
+            "| {kernel} | {mode} | {} | {hooks} | {:.0} | {:+.2}% | {:+.2}% | {:+.2}% | {} |",
+            monitor.name(),
+            Spread::of(&paired.baselines).median,
+            slowdown.median,
+            slowdown.min,
+            slowdown.max,
+            Spread::of(&paired.top_slowdowns).signed_percent(),
+        ));
     }
-    Ok((baselines, slowdowns))
+    Ok(())
+}
+
+/// The guests' section of the report: [`here`] in each kernel of the matrix.
+fn in_guests(arguments: &[String]) -> String {
+    let guests = guests::table("overhead", arguments, GUEST_TIMEOUT, 9);
+    let section = format!(
+        "\n## Overhead with port-monitor's defaults in other kernels (fexit)\n\nUnder qemu's software emulation (TCG): rates are ~10x lower than the host's, the ratios of pairs in one guest stand, but whole trials swing by 10-40 % there as the host gives and takes CPU; the last column is the slowdown of each trial's fastest tenth of 50 ms windows, the hooks' own cost per cycle without most of that noise (and without port-monitor's own CPU use). Only port-monitor's defaults, with fewer pairs than on the host to keep the emulated run short: {}\n\n{GUEST_TABLE}{}\nGuest runs:\n\n{}",
+        guests::trials_note(arguments, GUEST),
+        guests.rows,
+        guests.notes,
+    );
+    print!("{section}");
+    section
+}
+
+/// One trial: one loadgen's rates.
+fn rates(mode: &str, seconds: f64) -> Result<Rates> {
+    let netns = Netns::new("load")?;
+    loadgen_result(loadgen(&netns, mode, seconds)?).map(Rates::from)
+}
+
+/// A loadgen of the workload started in `netns`.
+fn loadgen(netns: &Netns, mode: &str, seconds: f64) -> Result<std::process::Child> {
+    netns
+        .exec("target/release/loadgen")
+        .arg(seconds.to_string())
+        .arg(mode)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting loadgen")
 }
 
 /// `loadgens` processes of the workload at once in a namespace made for them: cycles per
@@ -98,30 +189,14 @@ fn measure(
 fn trial(mode: &str, seconds: f64, loadgens: usize) -> Result<(f64, u64)> {
     let netns = Netns::new("load")?;
     let children = (0..loadgens)
-        .map(|_| {
-            netns
-                .exec("target/release/loadgen")
-                .arg(seconds.to_string())
-                .arg(mode)
-                .stdout(Stdio::piped())
-                .spawn()
-                .context("starting loadgen")
-        })
+        .map(|_| loadgen(&netns, mode, seconds))
         .collect::<Result<Vec<_>>>()?;
     let mut rate = 0.0;
     let mut cycles = 0;
     for child in children {
-        let output = child.wait_with_output()?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        let mut fields = text.split_whitespace();
-        rate += fields
-            .next()
-            .and_then(|f| f.parse::<f64>().ok())
-            .context("loadgen rate")?;
-        cycles += fields
-            .next()
-            .and_then(|f| f.parse::<u64>().ok())
-            .context("loadgen cycles")?;
+        let one = loadgen_result(child)?;
+        rate += one.rate;
+        cycles += one.cycles;
     }
     Ok((rate, cycles))
 }

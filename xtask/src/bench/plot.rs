@@ -6,7 +6,7 @@ use std::{io::Write as _, path::Path, process::Stdio};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{RESULTS, overhead, process::Monitor, scrape};
+use super::{RESULTS, overhead, scrape};
 use crate::cmd;
 
 /// Where the plot goes: committed beside the document that shows it.
@@ -16,7 +16,7 @@ pub fn draw() -> Result<()> {
     let results = Path::new(RESULTS);
     let overhead = results.join(overhead::DATA);
     // One series per monitor: a block of the data file each.
-    let series: Vec<String> = Monitor::ALL
+    let series: Vec<String> = overhead::MONITORS
         .iter()
         .enumerate()
         .map(|(index, monitor)| {

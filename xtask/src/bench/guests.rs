@@ -5,11 +5,12 @@
 //! The guest sees the host's files, so it runs the `xtask` binary the host just built with
 //! `bench <part> --here`: this kernel only, no setup and no build (the guest cannot build).
 //! It prints each table row behind [`ROW`]; the host collects those lines from the guest's
-//! output and puts them in its own table. The guests are emulated (TCG, ~10x slower than
-//! the host), so their absolute rates mean nothing; the ratios of pairs run in one guest do,
-//! as long as the host leaves the guest alone: the guest cannot see the host's other work, so
-//! the host waits for quiet before booting, runs the guest ahead of other work, and notes
-//! what else ran during the guest's run.
+//! output and puts them in its own table. The guests are emulated (TCG) on one virtual CPU
+//! whose clock counts instructions (qemu's `-icount`, four instructions a nanosecond): their
+//! absolute rates mean nothing, but a rate there is an instruction count per cycle, deaf to
+//! what else the host runs, so the ratio of two trials is what a hook adds in instructions
+//! (not cache or branch effects, which emulation does not model). On the one CPU the daemon's
+//! own work takes turns with the loop: whole trials include it, the fastest windows do not.
 
 use std::{
     collections::BTreeMap,
@@ -207,6 +208,11 @@ fn run_one(series: &str, command: &[String], timeout: Duration, guest: &mut Gues
         &vm::RunOptions {
             timeout,
             stream: true,
+            // The guest's clock counts instructions: a loop's rate is its instructions per
+            // cycle, whatever the host runs meanwhile (with the host's clock, trials in a row
+            // swung by 20-40 % here). One CPU: qemu's instruction clock did not boot with two.
+            cpus: 1,
+            instruction_clock: true,
             ..vm::RunOptions::default()
         },
     )?;

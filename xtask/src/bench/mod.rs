@@ -216,7 +216,11 @@ fn in_guest() -> bool {
 /// (whose absolute rates are ~10x lower and not comparable with the host's).
 fn kernel() -> String {
     let release = cmd::output(cmd::command("uname").arg("-r")).unwrap_or_default();
-    let place = if in_guest() { "qemu TCG" } else { "host" };
+    let place = if in_guest() {
+        "qemu TCG, instruction clock"
+    } else {
+        "host"
+    };
     format!("{} ({place})", release.trim())
 }
 

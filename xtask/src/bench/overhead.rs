@@ -158,7 +158,7 @@ pub fn here(trials: Trials) -> Result<()> {
 fn in_guests(arguments: &[String]) -> String {
     let guests = guests::table("overhead", arguments, GUEST_TIMEOUT, 9);
     let section = format!(
-        "\n## Overhead with port-monitor's defaults in other kernels (fexit)\n\nUnder qemu's software emulation (TCG): rates are ~10x lower than the host's, the ratios of pairs in one guest stand, but whole trials swing by 10-40 % there as the host gives and takes CPU; the last column is the slowdown of each trial's fastest tenth of 50 ms windows, the hooks' own cost per cycle without most of that noise (and without port-monitor's own CPU use). Only port-monitor's defaults, with fewer pairs than on the host to keep the emulated run short: {}\n\n{GUEST_TABLE}{}\nGuest runs:\n\n{}",
+        "\n## Overhead with port-monitor's defaults in other kernels (fexit)\n\nUnder qemu's software emulation (TCG), on one virtual CPU whose clock counts instructions (`-icount`): a rate there is instructions per cycle, whatever the host runs meanwhile, so ratios are what the hooks add in instructions (not cache effects, which emulation does not model). The last column is the slowdown of each trial's fastest tenth of 50 ms windows: the hooks' own cost per cycle, without port-monitor's own work, which shares the one CPU with the loop there (on a node it runs on other cores). Only port-monitor's defaults, with fewer pairs than on the host to keep the emulated run short: {}\n\n{GUEST_TABLE}{}\nGuest runs:\n\n{}",
         guests::trials_note(arguments, GUEST),
         guests.rows,
         guests.notes,

@@ -234,7 +234,9 @@ fn time_ss(netns: &Netns) -> Result<(f64, usize)> {
         if read == 0 {
             break;
         }
-        lines += buffer[..read].iter().filter(|byte| **byte == b'\n').count();
+        #[expect(clippy::naive_bytecount, reason = "a few MB, once a round")]
+        let newlines = buffer[..read].iter().filter(|byte| **byte == b'\n').count();
+        lines += newlines;
     }
     if !child.wait()?.success() {
         bail!("ss failed");
@@ -264,10 +266,10 @@ fn time_snapshots(size: usize, notes: &mut Vec<String>) -> Result<TimingRow> {
             break;
         }
         let mut snapshot = |timer: &mut Timer| -> Result<()> {
-            let timed = timer.snapshot()?;
-            ours.push(timed.millis);
-            seen = timed.largest;
-            memory = (timed.rss_kib, timed.peak_kib);
+            let answer = timer.snapshot()?;
+            ours.push(answer.millis);
+            seen = answer.largest;
+            memory = (answer.rss_kib, answer.peak_kib);
             Ok(())
         };
         if round % 2 == 0 {
@@ -322,10 +324,12 @@ fn profile(timer: &mut Timer, size: usize) -> Result<String> {
         .stderr(Stdio::null())
         .spawn();
     let Ok(perf) = perf else {
-        return Ok(format!("\n{size} sockets: perf is not installed, no profile.\n"));
+        return Ok(format!(
+            "\n{size} sockets: perf is not installed, no profile.\n"
+        ));
     };
     std::thread::sleep(Duration::from_millis(500));
-    let timed = timer.snapshot()?;
+    let profiled = timer.snapshot()?;
     cmd::run(cmd::command("kill").args(["-INT", &perf.id().to_string()]))?;
     let _ = perf.wait_with_output();
     let report = cmd::output(
@@ -335,15 +339,17 @@ fn profile(timer: &mut Timer, size: usize) -> Result<String> {
             .arg(&data),
     )
     .unwrap_or_default();
-    let top: String = report
+    let mut top = String::new();
+    for line in report
         .lines()
         .filter(|line| !line.trim().is_empty())
         .take(25)
-        .map(|line| format!("{}\n", line.trim_end()))
-        .collect();
+    {
+        writeln!(top, "{}", line.trim_end())?;
+    }
     Ok(format!(
         "\n### Where one snapshot's time goes at {size} sockets\n\n`perf record -g` of the snapshot timer during one snapshot ({:.0} ms under perf), self time by symbol (>= 1.5%):\n\n```text\n{top}```\n",
-        timed.millis
+        profiled.millis
     ))
 }
 
@@ -378,8 +384,12 @@ fn daemon_at(size: usize, notes: &mut Vec<String>) -> Result<String> {
                 metric(&text, "port_monitor_snapshot_duration_seconds", &[]).unwrap_or(f64::NAN)
                     * 1000.0,
             );
-            seen = metric(&text, "port_monitor_sockets", &[&netns_label, "protocol=\"tcp\""])
-                .unwrap_or(0.0);
+            seen = metric(
+                &text,
+                "port_monitor_sockets",
+                &[&netns_label, "protocol=\"tcp\""],
+            )
+            .unwrap_or(0.0);
         }
     }
     let cpu = cpu_seconds(pid)? - cpu_before;
@@ -448,7 +458,11 @@ fn loop_trial(monitored: bool) -> Result<f64> {
     let holder = Holder::start(&netns, LOADED)?;
     // The loop connects to one listener: it needs the default TIME_WAIT reuse on loopback to
     // keep finding ports, as in the overhead part.
-    cmd::run(netns.exec("sysctl").args(["-q", "-w", "net.ipv4.tcp_tw_reuse=2"]))?;
+    cmd::run(
+        netns
+            .exec("sysctl")
+            .args(["-q", "-w", "net.ipv4.tcp_tw_reuse=2"]),
+    )?;
     let monitor = monitored.then(|| PortMonitor::start(&[])).transpose()?;
     let output = netns
         .exec("target/release/loadgen")

@@ -91,6 +91,10 @@ pub struct RunOptions {
     pub stream: bool,
     /// The command's working directory; the current one when `None`.
     pub dir: Option<PathBuf>,
+    /// The guest's clock counts instructions (qemu's `-icount`): a program's speed is then
+    /// its instruction count, whatever else the host runs. For benchmarks of a fixed cost
+    /// per call; everything runs on one host thread, so slower than the default.
+    pub instruction_clock: bool,
 }
 
 impl Default for RunOptions {
@@ -102,6 +106,7 @@ impl Default for RunOptions {
             env: Vec::new(),
             stream: false,
             dir: None,
+            instruction_clock: false,
         }
     }
 }
@@ -259,6 +264,10 @@ pub struct Options {
     /// Seconds the guest may run, boot included.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// The guest's clock counts instructions instead of following the host's (qemu
+    /// `-icount`): timings inside measure instruction counts, deaf to the host's load.
+    #[arg(long)]
+    instruction_clock: bool,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -280,6 +289,7 @@ pub fn command(options: &Options) -> Result<()> {
             memory: options.memory.clone(),
             timeout: Duration::from_secs(options.timeout),
             stream: true,
+            instruction_clock: options.instruction_clock,
             ..RunOptions::default()
         },
     )?;

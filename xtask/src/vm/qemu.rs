@@ -109,7 +109,14 @@ fn command(kernel: &Kernel, run_dir: &Path, options: &RunOptions) -> Command {
     // project's machines are virtual machines whose nested /dev/kvm fails to run stock
     // kernels; `-cpu max` gives the guest every instruction TCG emulates. A larger
     // translation cache keeps the kernel's hot code translated.
-    qemu.args(["-accel", "tcg,thread=multi,tb-size=256", "-cpu", "max"]);
+    if options.instruction_clock {
+        // One virtual nanosecond per four instructions, and no sleeping: the guest's time
+        // is its instruction count (icount needs single-threaded TCG).
+        qemu.args(["-accel", "tcg,thread=single,tb-size=256", "-cpu", "max"]);
+        qemu.args(["-icount", "shift=2,sleep=off"]);
+    } else {
+        qemu.args(["-accel", "tcg,thread=multi,tb-size=256", "-cpu", "max"]);
+    }
     qemu.args(["-machine", "pc", "-smp", &options.cpus.to_string()]);
     qemu.args(["-m", &options.memory]);
     // No default devices, no display, no reboot: the guest powering off ends qemu.

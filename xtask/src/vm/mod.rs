@@ -278,6 +278,12 @@ pub struct Options {
 /// # Errors
 /// When the caller is not root, or the kernel cannot be prepared or booted.
 pub fn command(options: &Options) -> Result<()> {
+    if options.instruction_clock && options.cpus != 1 {
+        bail!(
+            "--instruction-clock runs on one virtual CPU (qemu's instruction clock did not boot \
+             with more here): add --cpus 1"
+        );
+    }
     setup::require_root("fetch Debian kernels and install qemu with apt-get")?;
     setup::install_packages(setup::VM_PACKAGES)?;
     let kernel = prepare(&options.kernel)?;

@@ -1,9 +1,9 @@
 //! The bookkeeping anomalies need between snapshots and records: which conditions each
-//! namespace was in (to count crossings), refused connections (port scans), the previous
-//! snapshot's connections (churn), and the latest anomaly of each kind with who and what.
+//! namespace was in (to count crossings), refused connections (port scans), when each
+//! namespace was last read (churn), and the latest anomaly of each kind with who and what.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::SocketAddr,
 };
 
@@ -73,9 +73,10 @@ impl Latest {
 pub struct AnomalyBook {
     crossings: Crossings,
     port_scans: PortScans,
-    /// Each namespace's connections at its previous snapshot (hashed 4-tuples), and when that
-    /// snapshot began.
-    previous_connections: HashMap<NetnsId, (f64, HashSet<u64>)>,
+    /// When each namespace's previous snapshot began. Its connections stay with the snapshot
+    /// thread, which compares the next snapshot's `TIME_WAIT` sockets with them as they are
+    /// listed (`snapshot::ConnectionMemory`): the model gets counts per destination.
+    previous_reads: HashMap<NetnsId, f64>,
     /// Each namespace's conntrack `insert_failed` at its previous snapshot, and when it last
     /// rose.
     insert_failed: HashMap<NetnsId, (u64, Option<f64>)>,
@@ -230,43 +231,37 @@ impl AnomalyBook {
     pub fn retain(&mut self, alive: impl Fn(NetnsId) -> bool) {
         self.crossings.retain(&alive);
         self.port_scans.retain(&alive);
-        self.previous_connections.retain(|netns, _| alive(*netns));
+        self.previous_reads.retain(|netns, _| alive(*netns));
         self.insert_failed.retain(|netns, _| alive(*netns));
         self.latest.retain(|_, latest| alive(latest.netns));
     }
 
     /// Destinations with connections opened and closed since the namespace's previous
     /// snapshot (a `TIME_WAIT` socket whose connection that snapshot did not list) at more
-    /// than `per_second`. Remembers this snapshot's connections for the next.
+    /// than `per_second`. Remembers when this snapshot began, for the next.
     fn churn(
         &mut self,
         snapshot: &NamespaceSnapshot,
         started: f64,
         per_second: f64,
     ) -> BTreeSet<Destination> {
-        let current = snapshot.sockets.connections().clone();
-        let Some((then, previous)) = self
-            .previous_connections
-            .insert(snapshot.netns, (started, current))
-        else {
+        let Some(then) = self.previous_reads.insert(snapshot.netns, started) else {
             return BTreeSet::new();
         };
+        if !snapshot.sockets.compared() {
+            return BTreeSet::new();
+        }
         // Since this namespace's own previous read: a read that failed in between makes the
         // interval longer than the node's.
         let seconds = started - then;
         if seconds <= 0.0 {
             return BTreeSet::new();
         }
-        let mut churned: BTreeMap<Destination, u32> = BTreeMap::new();
-        for (destination, tuple) in snapshot.sockets.time_wait() {
-            if !previous.contains(tuple) {
-                *churned.entry(*destination).or_default() += 1;
-            }
-        }
-        churned
-            .into_iter()
-            .filter(|(_, count)| f64::from(*count) / seconds > per_second)
-            .map(|(destination, _)| destination)
+        snapshot
+            .sockets
+            .destinations()
+            .filter(|(_, sockets)| f64::from(sockets.fresh_time_wait) / seconds > per_second)
+            .map(|(destination, _)| *destination)
             .collect()
     }
 }

@@ -45,6 +45,8 @@ pub struct Headroom {
 }
 
 /// Computes the headroom of a namespace from its socket table and port settings.
+/// `TIME_WAIT` reuse was judged as the sockets were counted, by the settings the tally was
+/// made with ([`SocketTally::with_reuse`]); `ports` gives the range and reserved ports.
 #[must_use]
 pub fn headroom(sockets: &SocketTally, ports: &PortConfig, top: Top) -> Headroom {
     let capacity = f64::from(ports.capacity().max(1));
@@ -52,21 +54,17 @@ pub fn headroom(sockets: &SocketTally, ports: &PortConfig, top: Top) -> Headroom
     let bound = sockets.bound_tcp();
     let bound_in_range = f64::from(count(bound.iter(), ephemeral));
 
-    let reuse = ports.time_wait_reuse;
     let mut all = BTreeMap::new();
     for (destination, use_) in sockets.destinations() {
-        let in_range = |port: &&u16| ephemeral(**port) && !bound.contains(**port);
-        let ports = count(use_.local_ports.iter().copied(), |port| in_range(&&port));
+        // Whether a port is bound is known only once every socket is listed (a listener may
+        // come after connections on its port): the bitmaps are filtered here, not earlier.
+        let in_range = |port: u16| ephemeral(port) && !bound.contains(port);
+        let ports = use_.local_ports.count(in_range);
         if ports == 0 {
             continue;
         }
-        let reusable = count(
-            use_.time_wait_ages
-                .iter()
-                .filter(|(_, age)| reuse.reusable(destination.source, destination.address, *age))
-                .map(|(port, _)| *port),
-            |port| in_range(&&port),
-        );
+        // The tally judged reuse by the namespace's settings as it listed the sockets.
+        let reusable = use_.reusable.count(in_range);
         all.insert(
             *destination,
             DestinationUse {
@@ -289,22 +287,25 @@ mod tests {
     /// default `tcp_tw_reuse` = 2; toward another address they are not; with 0 none is.
     #[test]
     fn time_wait_reuse_frees_what_the_kernel_would_reuse() {
-        let mut tally = SocketTally::default();
-        for (port, age) in [(40000, 30), (40001, 30), (40002, 0)] {
-            for (local, remote) in [("127.0.0.1", "127.0.0.1:80"), ("10.0.0.2", HOT)] {
-                tally.add(&Socket {
-                    timer: crate::model::sockets::TIME_WAIT_LENGTH
-                        .saturating_sub(std::time::Duration::from_secs(age)),
-                    ..socket(Protocol::Tcp, TimeWait, &format!("{local}:{port}"), remote)
-                });
+        let tally = |config: &PortConfig| {
+            let mut tally = SocketTally::with_reuse(config.time_wait_reuse);
+            for (port, age) in [(40000, 30), (40001, 30), (40002, 0)] {
+                for (local, remote) in [("127.0.0.1", "127.0.0.1:80"), ("10.0.0.2", HOT)] {
+                    tally.add(&Socket {
+                        timer: crate::model::sockets::TIME_WAIT_LENGTH
+                            .saturating_sub(std::time::Duration::from_secs(age)),
+                        ..socket(Protocol::Tcp, TimeWait, &format!("{local}:{port}"), remote)
+                    });
+                }
             }
-        }
+            tally
+        };
         let top = Top {
             count: 5,
             by_source: true,
         };
         let ratio = |config: &PortConfig, address: &str| {
-            headroom(&tally, config, top)
+            headroom(&tally(config), config, top)
                 .all
                 .values()
                 .find(|use_| use_.destination.address.to_string() == address)

@@ -11,6 +11,7 @@
 
 pub mod anomalies;
 mod anomaly_book;
+pub mod connections;
 pub mod consistency;
 pub mod errno;
 mod failures;
@@ -30,11 +31,12 @@ use std::collections::{BTreeMap, BTreeSet};
 pub use self::{
     anomalies::AnomalyKind,
     anomaly_book::LastAnomaly,
+    connections::ConnectionSet,
     failures::{Caller, Failure, FailureKind, Failures},
     lifecycle::Retired,
     namespace::{EphemeralRange, NamespaceGauges, NamespaceSnapshot},
     nat::{ConntrackEvent, ConntrackEvents, ConntrackGauges, ConntrackSnapshot, NatKey},
-    ports::{PortConfig, PortRange, PortSet, TimeWaitReuse},
+    ports::{PortConfig, PortList, PortRange, PortSet, TimeWaitReuse},
     settings::{Settings, Timing},
     sockets::{Binder, BoundConnection, Destination, Socket, SocketTally, TcpState},
     stats::{KernelCounters, SelfStats},
@@ -506,11 +508,18 @@ mod tests {
             ..Settings::default()
         };
         let mut model = Model::new(settings);
-        let namespace = |sockets: &[(TcpState, &str, &str)]| {
+        // What the snapshot thread does: each tally is compared with the previous one's
+        // connections as its sockets are counted.
+        let mut remembered: Option<ConnectionSet> = None;
+        let mut namespace = |sockets: &[(TcpState, &str, &str)]| {
             let mut tally = SocketTally::default();
+            if let Some(previous) = remembered.take() {
+                tally.compare_with(previous);
+            }
             for &(state, local, remote) in sockets {
                 tally.add(&sockets::socket(Protocol::Tcp, state, local, remote));
             }
+            remembered = Some(tally.take_connections());
             NamespaceSnapshot {
                 netns: 1,
                 cookie: None,
@@ -568,8 +577,12 @@ mod tests {
             duration_seconds: 0.0,
             started_seconds: seconds,
         };
-        let time_wait = |ports: std::ops::Range<u16>| {
+        let mut remembered: Option<ConnectionSet> = None;
+        let mut time_wait = |ports: std::ops::Range<u16>| {
             let mut snapshot = snapshot(1, &[]);
+            if let Some(previous) = remembered.take() {
+                snapshot.sockets.compare_with(previous);
+            }
             for port in ports {
                 snapshot.sockets.add(&sockets::socket(
                     Protocol::Tcp,
@@ -578,13 +591,24 @@ mod tests {
                     "10.0.0.1:80",
                 ));
             }
+            remembered = Some(snapshot.sockets.take_connections());
             snapshot
         };
         model.apply_snapshot(&[time_wait(40000..40000)], &[], at(0.0));
         model.apply_snapshot(&[], &[1], at(1.0));
         // Three connections in the two seconds since its last read: 1.5/s, not churn.
-        let happened = model.apply_snapshot(&[time_wait(40000..40003)], &[], at(2.0));
+        let later = time_wait(40000..40003);
+        assert!(later.sockets.compared());
+        let happened = model.apply_snapshot(&[later], &[], at(2.0));
         assert!(happened.is_empty(), "{happened:?}");
+        // Five more in the next second: 5/s, churn.
+        let happened = model.apply_snapshot(&[time_wait(40000..40008)], &[], at(3.0));
+        assert!(
+            happened
+                .iter()
+                .any(|(_, kind, _)| *kind == AnomalyKind::ConnectionChurn),
+            "{happened:?}"
+        );
     }
 
     /// The NAT running out toward a destination is counted once while it lasts; conntrack's

@@ -123,9 +123,59 @@ impl PortSet {
         both.count_in(range)
     }
 
-    /// The ports in the set, in ascending order.
+    /// The ports in the set, in ascending order (empty words are skipped whole).
     pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
-        (0..=u16::MAX).filter(|&port| self.contains(port))
+        (0_u16..1024)
+            .zip(self.words.iter())
+            .filter(|(_, word)| **word != 0)
+            .flat_map(|(index, &word)| {
+                (0_u16..64)
+                    .filter(move |bit| word & (1 << bit) != 0)
+                    .map(move |bit| index * 64 + bit)
+            })
+    }
+}
+
+/// The local ports of the sockets toward one destination: a list while short, the 8 KiB
+/// bitmap once the list would be larger. A destination's sockets have distinct local ports
+/// (the 4-tuple is unique), so the two hold the same thing, and memory is at most 8 KiB per
+/// destination whatever the number of sockets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortList {
+    Few(Vec<u16>),
+    Many(PortSet),
+}
+
+/// Ports a list holds before it becomes a bitmap: as many bytes as the bitmap.
+const FEW_PORTS: usize = 4096;
+
+impl Default for PortList {
+    fn default() -> Self {
+        Self::Few(Vec::new())
+    }
+}
+
+impl PortList {
+    pub fn insert(&mut self, port: u16) {
+        match self {
+            Self::Few(ports) if ports.len() < FEW_PORTS => ports.push(port),
+            Self::Few(ports) => {
+                let mut set: PortSet = ports.iter().copied().collect();
+                set.insert(port);
+                *self = Self::Many(set);
+            }
+            Self::Many(set) => set.insert(port),
+        }
+    }
+
+    /// How many of the ports `keep` says to count.
+    #[must_use]
+    pub fn count(&self, keep: impl Fn(u16) -> bool) -> u32 {
+        let kept = match self {
+            Self::Few(ports) => ports.iter().filter(|port| keep(**port)).count(),
+            Self::Many(set) => set.iter().filter(|port| keep(*port)).count(),
+        };
+        u32::try_from(kept).unwrap_or(u32::MAX)
     }
 }
 
@@ -288,6 +338,27 @@ fn parse_port(text: &str) -> Result<u16, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_sets_list_their_ports_in_order() {
+        let ports = [0, 1, 63, 64, 1000, 40000, 65535];
+        let set: PortSet = ports.into_iter().collect();
+        assert_eq!(set.iter().collect::<Vec<_>>(), ports);
+    }
+
+    #[test]
+    fn a_port_list_counts_the_same_as_a_list_and_as_a_bitmap() {
+        let mut list = PortList::default();
+        for port in 0..4096 {
+            list.insert(port * 3);
+        }
+        assert!(matches!(list, PortList::Few(_)));
+        let few = list.count(|port| port % 2 == 0);
+        list.insert(65535);
+        assert!(matches!(list, PortList::Many(_)));
+        assert_eq!(list.count(|port| port % 2 == 0), few);
+        assert_eq!(list.count(|_| true), 4097);
+    }
 
     #[test]
     fn counts_ports_in_ranges_across_word_boundaries() {

@@ -2,13 +2,16 @@
 //! need: a count per (protocol, state) and the set of local ports held per protocol.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    hash::{Hash as _, Hasher as _},
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
-use super::{PortSet, Protocol};
+use super::{
+    PortSet, Protocol, TimeWaitReuse,
+    connections::{ConnectionId, ConnectionSet, FastHash},
+    ports::PortList,
+};
 
 /// A TCP state as the kernel numbers it (`include/net/tcp_states.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -175,17 +178,22 @@ pub struct Destination {
     pub port: u16,
 }
 
-/// The TCP sockets toward one destination.
+/// The TCP sockets toward one destination, counted as they are listed: at most two 8 KiB
+/// bitmaps and a few counters per destination, however many sockets go there.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DestinationSockets {
-    /// Local port of each socket (one per socket: the 4-tuple is unique).
-    pub local_ports: Vec<u16>,
+    /// Local ports of its sockets (one per socket: the 4-tuple is unique).
+    pub local_ports: PortList,
     /// How many of them are in `TIME_WAIT`.
     pub time_wait: u32,
-    /// The `TIME_WAIT` ones: local port and how long the socket has been waiting.
-    pub time_wait_ages: Vec<(u16, Duration)>,
+    /// Local ports of the `TIME_WAIT` ones a new `connect()` to this destination may take
+    /// over, by the tally's reuse settings and the sockets' ages when listed.
+    pub reusable: PortList,
     /// How many are still in `SYN_SENT`: connecting, no answer yet.
     pub syn_sent: u32,
+    /// `TIME_WAIT` sockets of connections the previous snapshot did not list: opened and
+    /// closed since (counted only when the tally was given that snapshot's connections).
+    pub fresh_time_wait: u32,
 }
 
 /// How long a `TIME_WAIT` socket lives (`TCP_TIMEWAIT_LEN`, a kernel constant): its age is
@@ -205,7 +213,9 @@ pub fn canonical(address: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Socket counts and held ports of one namespace, and where its connections go.
+/// Socket counts and held ports of one namespace, and where its connections go. Folded as
+/// the sockets are listed: nothing is kept per socket but the connections' set
+/// ([`ConnectionSet`], bounded), the bitmaps, and per-destination counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SocketTally {
     states: [[u64; STATE_SLOTS]; Protocol::COUNT],
@@ -214,12 +224,17 @@ pub struct SocketTally {
     bound_tcp: PortSet,
     /// TCP ports with a listening socket.
     listening: PortSet,
-    destinations: HashMap<Destination, DestinationSockets>,
-    /// Every connected TCP socket's 4-tuple, hashed: the next snapshot tells by them which
+    destinations: HashMap<Destination, DestinationSockets, FastHash>,
+    /// When a `TIME_WAIT` socket's port may be taken over by a new `connect()`: the
+    /// namespace's settings, read before its sockets are listed.
+    reuse: TimeWaitReuse,
+    /// Every connected TCP socket's identity: the next snapshot tells by them which
     /// connections are new.
-    connections: HashSet<u64>,
-    /// `TIME_WAIT` sockets: their destination and hashed 4-tuple.
-    time_wait: Vec<(Destination, u64)>,
+    connections: ConnectionSet,
+    /// The previous snapshot's connections, while this one is listed; `compared` says
+    /// whether there was one.
+    previous: Option<ConnectionSet>,
+    compared: bool,
     /// Connected TCP sockets whose port came from `bind()`, by the process that bound them
     /// (the latest seen of each).
     bound_connections: HashMap<u32, BoundConnection>,
@@ -228,6 +243,42 @@ pub struct SocketTally {
 }
 
 impl SocketTally {
+    /// A tally that judges `TIME_WAIT` reuse by `reuse` (the namespace's settings).
+    #[must_use]
+    pub fn with_reuse(reuse: TimeWaitReuse) -> Self {
+        Self {
+            reuse,
+            ..Self::default()
+        }
+    }
+
+    /// Compares the `TIME_WAIT` sockets counted from now on with the previous snapshot's
+    /// connections: those it did not list are counted in
+    /// [`DestinationSockets::fresh_time_wait`].
+    pub fn compare_with(&mut self, previous: ConnectionSet) {
+        self.previous = Some(previous);
+        self.compared = true;
+    }
+
+    /// Whether the tally was compared with a previous snapshot's connections.
+    #[must_use]
+    pub fn compared(&self) -> bool {
+        self.compared
+    }
+
+    /// The previous snapshot's connections given to [`Self::compare_with`], back: this
+    /// snapshot failed, and the next compares with them instead.
+    pub fn take_previous(&mut self) -> Option<ConnectionSet> {
+        self.previous.take()
+    }
+
+    /// The connections counted, for the next snapshot to compare with; the tally keeps
+    /// neither them nor the previous ones.
+    pub fn take_connections(&mut self) -> ConnectionSet {
+        self.previous = None;
+        std::mem::take(&mut self.connections)
+    }
+
     /// Counts one socket.
     pub fn add(&mut self, socket: &Socket) {
         let socket = &Socket {
@@ -254,7 +305,8 @@ impl SocketTally {
             // Bound, then connected: a port lost to every destination, as a listener's is.
             (Protocol::Tcp, _) if socket.remote.port() != 0 && socket.binder.is_some() => {
                 self.bound_tcp.insert(port);
-                self.connections.insert(four_tuple(socket));
+                self.connections
+                    .insert(ConnectionId::of(socket.local, socket.remote));
                 self.bound_connection_count += 1;
                 if let Some(binder) = socket.binder {
                     self.bound_connections.insert(
@@ -270,24 +322,34 @@ impl SocketTally {
             (Protocol::Tcp, state)
                 if socket.remote.port() != 0 && !self.bound_tcp.contains(port) =>
             {
-                let tuple = four_tuple(socket);
-                self.connections.insert(tuple);
+                let id = ConnectionId::of(socket.local, socket.remote);
+                self.connections.insert(id);
                 let destination = Destination {
                     source: socket.local.ip(),
                     address: socket.remote.ip(),
                     port: socket.remote.port(),
                 };
                 let entry = self.destinations.entry(destination).or_default();
-                entry.local_ports.push(port);
+                entry.local_ports.insert(port);
                 if state == TcpState::SynSent {
                     entry.syn_sent += 1;
                 }
                 if state == TcpState::TimeWait {
                     entry.time_wait += 1;
-                    entry
-                        .time_wait_ages
-                        .push((port, TIME_WAIT_LENGTH.saturating_sub(socket.timer)));
-                    self.time_wait.push((destination, tuple));
+                    let age = TIME_WAIT_LENGTH.saturating_sub(socket.timer);
+                    if self
+                        .reuse
+                        .reusable(destination.source, destination.address, age)
+                    {
+                        entry.reusable.insert(port);
+                    }
+                    if self
+                        .previous
+                        .as_ref()
+                        .is_some_and(|previous| !previous.contains(id))
+                    {
+                        entry.fresh_time_wait += 1;
+                    }
                 }
             }
             _ => {}
@@ -347,23 +409,11 @@ impl SocketTally {
         (self.bound_connection_count, &self.bound_connections)
     }
 
-    /// Hashed 4-tuples of the connected TCP sockets.
+    /// The connected TCP sockets' identities (until [`Self::take_connections`]).
     #[must_use]
-    pub fn connections(&self) -> &HashSet<u64> {
+    pub fn connections(&self) -> &ConnectionSet {
         &self.connections
     }
-
-    /// `TIME_WAIT` sockets, with their destination and hashed 4-tuple.
-    pub fn time_wait(&self) -> impl Iterator<Item = &(Destination, u64)> {
-        self.time_wait.iter()
-    }
-}
-
-/// A connection's identity across snapshots: its 4-tuple, hashed (8 bytes instead of 36).
-fn four_tuple(socket: &Socket) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    (socket.local, socket.remote).hash(&mut hasher);
-    hasher.finish()
 }
 
 /// A socket for tests: `local` and `remote` as "address:port".
@@ -426,5 +476,52 @@ mod tests {
         }
         assert_eq!(TcpState::from_kernel(0), None);
         assert_eq!(TcpState::from_kernel(14), None);
+    }
+
+    /// A `TIME_WAIT` socket is fresh when the previous snapshot did not list its connection
+    /// (in any state); without a previous snapshot nothing is compared.
+    #[test]
+    fn time_wait_of_connections_the_previous_snapshot_did_not_list_is_fresh() {
+        let to = |state, port: u16| {
+            socket(
+                Protocol::Tcp,
+                state,
+                &format!("10.0.0.2:{port}"),
+                "10.0.0.1:443",
+            )
+        };
+        let mut first = SocketTally::default();
+        first.add(&to(TcpState::Established, 40000));
+        first.add(&to(TcpState::TimeWait, 40001));
+        assert!(!first.compared());
+        let previous = first.take_connections();
+        assert_eq!(previous.len(), 2);
+        let mut second = SocketTally::default();
+        second.compare_with(previous);
+        for port in [40000, 40001, 40002, 40003] {
+            second.add(&to(TcpState::TimeWait, port));
+        }
+        second.add(&to(TcpState::Established, 40004));
+        let (_, toward) = second.destinations().next().expect("one destination");
+        assert_eq!((toward.time_wait, toward.fresh_time_wait), (4, 2));
+        assert!(second.compared());
+    }
+
+    /// Past a list's worth of ports a destination's ports are a bitmap: the same count.
+    #[test]
+    fn a_destination_with_many_sockets_keeps_a_bitmap() {
+        let mut tally = SocketTally::default();
+        for port in 1024..=u16::MAX {
+            tally.add(&socket(
+                Protocol::Tcp,
+                TcpState::Established,
+                &format!("10.0.0.2:{port}"),
+                "10.0.0.1:443",
+            ));
+        }
+        let (_, toward) = tally.destinations().next().expect("one destination");
+        assert!(matches!(toward.local_ports, PortList::Many(_)));
+        assert_eq!(toward.local_ports.count(|port| port >= 40000), 25536);
+        assert_eq!(toward.local_ports.count(|_| true), 64512);
     }
 }

@@ -7,8 +7,11 @@
 pub mod conntrack;
 mod ctnetlink;
 mod inet_diag;
+mod memory;
 mod netlink;
 mod sock_diag;
+
+pub use memory::ConnectionMemory;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -70,9 +73,17 @@ pub struct NodeSnapshot {
 
 /// Discovers the namespaces under `sources.proc` and snapshots each. `sources.bound_sockets`
 /// tells which TCP sockets got their port from `bind()` (charged to every destination), and
-/// adds the idle ones where the kernel's tables do not list them (before 6.7).
+/// adds the idle ones where the kernel's tables do not list them (before 6.7). A snapshot
+/// alone: nothing to compare its connections with (see [`snapshot_node_with`]).
 #[must_use]
 pub fn snapshot_node(sources: &Sources) -> NodeSnapshot {
+    snapshot_node_with(sources, &mut ConnectionMemory::default())
+}
+
+/// [`snapshot_node`], comparing each namespace's `TIME_WAIT` sockets with the connections
+/// `memory` kept from its previous snapshot, and keeping this snapshot's in their place.
+#[must_use]
+pub fn snapshot_node_with(sources: &Sources, memory: &mut ConnectionMemory) -> NodeSnapshot {
     let bound_sockets = sources.bound_sockets.as_ref();
     let started = Instant::now();
     let mut namespaces = Vec::new();
@@ -83,14 +94,16 @@ pub fn snapshot_node(sources: &Sources) -> NodeSnapshot {
         .unwrap_or_default();
     let lists_bound = bound_sockets.is_some_and(BoundSocketReader::tables_list_them);
     let mut listed = HashSet::new();
+    memory.begin();
     for netns in netns::discover(&sources.proc) {
+        memory.seen(netns.id);
         let read = Reading {
             bound: &bound,
             reader: bound_sockets,
             lists_bound,
             conntrack: sources.conntrack,
         };
-        match snapshot_namespace(&netns, &read, &mut listed) {
+        match snapshot_namespace(&netns, &read, &mut listed, memory) {
             Ok(snapshot) => namespaces.push(snapshot),
             Err(error) if error.is_vanished() => {
                 tracing::debug!(netns = netns.id, %error, "namespace went away during snapshot");
@@ -114,6 +127,7 @@ pub fn snapshot_node(sources: &Sources) -> NodeSnapshot {
             .collect();
         reader.forget(&gone);
     }
+    memory.end();
     NodeSnapshot {
         namespaces,
         failed,
@@ -136,6 +150,7 @@ fn snapshot_namespace(
     netns: &Netns,
     read: &Reading<'_>,
     listed: &mut HashSet<u64>,
+    memory: &mut ConnectionMemory,
 ) -> Result<NamespaceSnapshot, SnapshotError> {
     let id = netns.id;
     let reads_conntrack = read.conntrack;
@@ -157,8 +172,23 @@ fn snapshot_namespace(
     let tracked = cookie
         .and_then(|cookie| bound.get(&cookie))
         .unwrap_or(&no_sockets);
-    let mut sockets = SocketTally::default();
-    let listed_here = sock_diag::dump_all(&socket, &mut sockets, tracked)?;
+    let mut sockets = ports.as_ref().map_or_else(SocketTally::default, |ports| {
+        SocketTally::with_reuse(ports.time_wait_reuse)
+    });
+    if let Some(previous) = memory.take(id, cookie) {
+        sockets.compare_with(previous);
+    }
+    let listed_here = match sock_diag::dump_all(&socket, &mut sockets, tracked) {
+        Ok(listed) => listed,
+        Err(error) => {
+            // The model keeps the time of the last good read: the connections of that read
+            // stay for the next one to compare with.
+            if let Some(previous) = sockets.take_previous() {
+                memory.remember(id, cookie, previous);
+            }
+            return Err(error.into());
+        }
+    };
     if !lists_bound && let Some(reader) = read.reader {
         // Asked after the dump: a socket closed between the map read and the dump is in
         // neither, and counting it would leave its port held until the next snapshot.
@@ -171,6 +201,7 @@ fn snapshot_namespace(
         }
     }
     listed.extend(listed_here);
+    memory.remember(id, cookie, sockets.take_connections());
     let (conntrack, conntrack_unreadable) = conntrack::read_logged(conntrack_socket, id);
     Ok(NamespaceSnapshot {
         netns: id,
@@ -233,10 +264,11 @@ pub fn spawn(
         .name("snapshot".into())
         .spawn(move || {
             let clock = Instant::now();
+            let mut connections = ConnectionMemory::default();
             loop {
                 let started = Instant::now();
                 let before = read_transitions(&transitions);
-                let snapshot = snapshot_node(&sources);
+                let snapshot = snapshot_node_with(&sources, &mut connections);
                 let after = read_transitions(&transitions);
                 let mut model = model.write().unwrap_or_else(PoisonError::into_inner);
                 let timing = Timing {

@@ -99,7 +99,8 @@ pub fn dump_all(
     let mut listed = HashSet::new();
     for (family, ip_protocol, protocol, what) in TABLES {
         dump(socket, family, ip_protocol, what, |diag| {
-            let bound_by = if protocol == Protocol::Tcp {
+            // No lookup at all where nothing is tracked (Linux >= 6.7 lists bound sockets).
+            let bound_by = if protocol == Protocol::Tcp && !bound.is_empty() {
                 bound.get(&diag.cookie)
             } else {
                 None

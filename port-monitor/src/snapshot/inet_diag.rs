@@ -34,6 +34,9 @@ pub enum ParseError {
 
 /// `SOCK_DIAG_BY_FAMILY`, the type of every socket message of a dump.
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// `TCPDIAG_GETSOCK`: the messages of the older TCP request, which lists both families in one
+/// walk, carry the request's type and the same `struct inet_diag_msg`.
+const TCPDIAG_GETSOCK: u16 = 18;
 /// `struct inet_diag_msg`: 4 one-byte fields, the 48-byte `inet_diag_sockid`, expires,
 /// rqueue, wqueue, uid, inode.
 const INET_DIAG_MSG: usize = 72;
@@ -46,7 +49,7 @@ const AF_INET6: u8 = 10;
 /// When a message does not fit the batch or is not an `inet_diag_msg`.
 pub fn parse_batch(bytes: &[u8], mut each: impl FnMut(&DiagSocket)) -> Result<Batch, ParseError> {
     netlink::for_each_message(bytes, |kind, payload| {
-        if kind == SOCK_DIAG_BY_FAMILY {
+        if kind == SOCK_DIAG_BY_FAMILY || kind == TCPDIAG_GETSOCK {
             each(&parse_socket(payload)?);
         }
         Ok(())

@@ -3,7 +3,7 @@
 use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage};
 use netlink_packet_sock_diag::{
     SockDiagMessage,
-    constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP},
+    constants::{AF_INET, AF_INET6, IPPROTO_UDP},
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
 };
 use std::{collections::HashSet, os::fd::AsRawFd as _, time::Duration};
@@ -50,13 +50,33 @@ pub fn open() -> Result<Socket, DumpError> {
     Ok(socket)
 }
 
-/// The dumps that make up a namespace's socket table.
-const TABLES: [(u8, u8, Protocol, &str); 4] = [
-    (AF_INET, IPPROTO_TCP, Protocol::Tcp, "tcp4"),
-    (AF_INET6, IPPROTO_TCP, Protocol::Tcp, "tcp6"),
-    (AF_INET, IPPROTO_UDP, Protocol::Udp, "udp4"),
-    (AF_INET6, IPPROTO_UDP, Protocol::Udp, "udp6"),
+/// The dumps that make up a namespace's socket table. TCP is asked once for both families
+/// (the `TCPDIAG_GETSOCK` request, whose family is `AF_UNSPEC`): every TCP dump walks the
+/// whole TCP hash of the node, so asking per family walked it twice.
+const TABLES: [(Request, Protocol, &str); 3] = [
+    (Request::TcpBothFamilies, Protocol::Tcp, "tcp"),
+    (Request::Family(AF_INET, IPPROTO_UDP), Protocol::Udp, "udp4"),
+    (
+        Request::Family(AF_INET6, IPPROTO_UDP),
+        Protocol::Udp,
+        "udp6",
+    ),
 ];
+
+/// One dump request.
+#[derive(Clone, Copy)]
+enum Request {
+    /// `SOCK_DIAG_BY_FAMILY` with an `inet_diag_req_v2`: one family, one protocol.
+    Family(u8, u8),
+    /// `TCPDIAG_GETSOCK` with the older `struct inet_diag_req`: every TCP socket, both
+    /// families, in one walk of the hash (`inet_diag_dump_compat`, in every kernel since
+    /// 2.6).
+    TcpBothFamilies,
+}
+
+/// `TCPDIAG_GETSOCK` (`include/uapi/linux/inet_diag.h`); the kernel answers with messages
+/// of this type.
+const TCPDIAG_GETSOCK: u16 = 18;
 
 /// The network namespace cookie of the socket's namespace (`SO_NETNS_COOKIE`, Linux >= 5.14):
 /// unlike its inode number, never reused while the node runs.
@@ -97,8 +117,8 @@ pub fn dump_all(
     bound: &Tracked,
 ) -> Result<HashSet<u64>, DumpError> {
     let mut listed = HashSet::new();
-    for (family, ip_protocol, protocol, what) in TABLES {
-        dump(socket, family, ip_protocol, what, |diag| {
+    for (request, protocol, what) in TABLES {
+        dump(socket, request, what, |diag| {
             // No lookup at all where nothing is tracked (Linux >= 6.7 lists bound sockets).
             let bound_by = if protocol == Protocol::Tcp && !bound.is_empty() {
                 bound.get(&diag.cookie)
@@ -142,12 +162,58 @@ fn binder(bound: &BoundSocket) -> Binder {
 /// Sends one dump request and calls `each` for every socket listed.
 fn dump(
     socket: &Socket,
-    family: u8,
-    protocol: u8,
+    request: Request,
     what: &'static str,
     mut each: impl FnMut(&DiagSocket),
 ) -> Result<(), DumpError> {
     let io = |source| DumpError::Io { what, source };
+    let bytes = match request {
+        Request::Family(family, protocol) => family_request(family, protocol),
+        Request::TcpBothFamilies => tcp_request(),
+    };
+    socket.send(&bytes, 0).map_err(io)?;
+
+    // A dump arrives as batches of messages, each batch one recv().
+    let mut buffer = Vec::with_capacity(64 * 1024);
+    loop {
+        buffer.clear();
+        socket.recv(&mut buffer, 0).map_err(io)?;
+        match inet_diag::parse_batch(&buffer, &mut each) {
+            Ok(Batch::More) => {}
+            Ok(Batch::Done) => return Ok(()),
+            Ok(Batch::Error(code)) => return Err(DumpError::Kernel { what, code }),
+            Err(error) => {
+                return Err(DumpError::Decode {
+                    what,
+                    reason: error.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// A `TCPDIAG_GETSOCK` dump request: a netlink header and a `struct inet_diag_req` (family,
+/// source and destination prefix lengths, extensions, the 48-byte socket id, states,
+/// tables), every state asked, nothing else.
+fn tcp_request() -> Vec<u8> {
+    const REQUEST: usize = 4 + 48 + 4 + 4;
+    const HEADER: usize = 16;
+    let mut bytes = Vec::with_capacity(HEADER + REQUEST);
+    bytes.extend_from_slice(&u32::try_from(HEADER + REQUEST).unwrap_or(0).to_ne_bytes());
+    bytes.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+    bytes.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    // Sequence number and port id: 0, the kernel fills the port id in.
+    bytes.extend_from_slice(&[0; 8]);
+    bytes.extend_from_slice(&[AF_INET, 0, 0, 0]);
+    bytes.extend_from_slice(&[0; 48]);
+    // Every state, including ones newer than the request (TCP_BOUND_INACTIVE, 6.7).
+    bytes.extend_from_slice(&u32::MAX.to_ne_bytes());
+    bytes.extend_from_slice(&0_u32.to_ne_bytes());
+    bytes
+}
+
+/// A `SOCK_DIAG_BY_FAMILY` dump request for every socket of one family and protocol.
+fn family_request(family: u8, protocol: u8) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let mut request = NetlinkMessage::new(
@@ -170,23 +236,5 @@ fn dump(
     request.finalize();
     let mut bytes = vec![0; request.buffer_len()];
     request.serialize(&mut bytes);
-    socket.send(&bytes, 0).map_err(io)?;
-
-    // A dump arrives as batches of messages, each batch one recv().
-    let mut buffer = Vec::with_capacity(64 * 1024);
-    loop {
-        buffer.clear();
-        socket.recv(&mut buffer, 0).map_err(io)?;
-        match inet_diag::parse_batch(&buffer, &mut each) {
-            Ok(Batch::More) => {}
-            Ok(Batch::Done) => return Ok(()),
-            Ok(Batch::Error(code)) => return Err(DumpError::Kernel { what, code }),
-            Err(error) => {
-                return Err(DumpError::Decode {
-                    what,
-                    reason: error.to_string(),
-                });
-            }
-        }
-    }
+    bytes
 }

@@ -118,6 +118,10 @@ fn privileged_time_wait_the_kernel_would_reuse_is_headroom() {
     let netns = TestNetns::new("twreuse");
     let id = netns.label();
     netns.sysctl("net.ipv4.ip_local_port_range", "40000 40009");
+    // No reuse while the ten are made: on a slow machine (an emulated kernel) the loop can
+    // outlast the reuse delay, and a connect taking over an older TIME_WAIT port would leave
+    // fewer than ten. The default comes back before port-monitor looks.
+    netns.sysctl("net.ipv4.tcp_tw_reuse", "0");
     let listener = netns.run(|| {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 9000)).expect("listen");
         for _ in 0..10 {
@@ -130,6 +134,7 @@ fn privileged_time_wait_the_kernel_would_reuse_is_headroom() {
         }
         listener
     });
+    netns.sysctl("net.ipv4.tcp_tw_reuse", "2");
     // Older than the reuse delay (1 s) before the exporter's first look.
     std::thread::sleep(Duration::from_millis(1500));
     let exporter = Exporter::start();

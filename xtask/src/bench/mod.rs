@@ -42,7 +42,7 @@ mod syscalls;
 
 use std::{fmt, fs, path::Path};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::{Args, ValueEnum};
 use pairs::Trials;
 
@@ -292,6 +292,34 @@ impl Netns {
         let mut command = cmd::command("ip");
         command.args(["netns", "exec", &self.0, program]);
         command
+    }
+
+    /// Starts `sockets <argument>` (`xtask/src/bin/sockets.rs`) in the namespace and waits
+    /// for its `ready LISTEN ESTABLISHED TIME_WAIT` line. It holds its sockets until its
+    /// standard input closes; one that fails is stopped.
+    fn hold_sockets(&self, argument: &str) -> Result<(std::process::Child, [usize; 3])> {
+        use std::io::BufRead as _;
+        let mut child = self
+            .exec("target/release/sockets")
+            .arg(argument)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("starting the socket generator (target/release/sockets)")?;
+        let mut ready = String::new();
+        let stdout = child.stdout.take().context("generator stdout")?;
+        std::io::BufReader::new(stdout).read_line(&mut ready)?;
+        let kinds: Vec<usize> = ready
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|field| field.parse().ok())
+            .collect();
+        let Ok(kinds) = <[usize; 3]>::try_from(kinds) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the socket generator failed: {ready:?}");
+        };
+        Ok((child, kinds))
     }
 }
 

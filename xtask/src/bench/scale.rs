@@ -114,26 +114,9 @@ struct Holder {
 impl Holder {
     fn start(netns: &Netns, count: usize) -> Result<Self> {
         let started = Instant::now();
-        let mut child = netns
-            .exec("target/release/sockets")
-            .arg(count.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting the socket generator")?;
+        let (mut child, [listen, established, time_wait]) =
+            netns.hold_sockets(&count.to_string())?;
         let stdin = child.stdin.take();
-        let mut ready = String::new();
-        BufReader::new(child.stdout.take().context("generator stdout")?).read_line(&mut ready)?;
-        let kinds: Vec<usize> = ready
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|field| field.parse().ok())
-            .collect();
-        let [listen, established, time_wait] = kinds[..] else {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the socket generator failed: {ready:?}");
-        };
         Ok(Self {
             child,
             stdin,

@@ -11,7 +11,6 @@
 use std::{
     fmt::Write as _,
     fs,
-    io::{BufRead as _, BufReader},
     os::unix::fs::MetadataExt as _,
     path::Path,
     process::{Child, Stdio},
@@ -185,23 +184,7 @@ struct Measured {
 fn with_sockets(monitor: &PortMonitor, count: usize) -> Result<WithSockets> {
     let netns = Netns::new("sockets")?;
     let inode = fs::metadata(Path::new("/run/netns").join(&netns.0))?.ino();
-    let mut holder = netns
-        .exec("target/release/sockets")
-        .arg(count.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting the socket holder")?;
-    let mut ready = String::new();
-    BufReader::new(holder.stdout.take().context("holder stdout")?).read_line(&mut ready)?;
-    let kinds: Vec<usize> = ready
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|field| field.parse().ok())
-        .collect();
-    let [listen, established, time_wait] = kinds[..] else {
-        bail!("the socket holder failed: {ready:?}");
-    };
+    let (mut holder, [listen, established, time_wait]) = netns.hold_sockets(&count.to_string())?;
     let mut node_exporter = netns
         .exec("prometheus-node-exporter")
         .args([

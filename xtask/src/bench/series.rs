@@ -4,13 +4,12 @@
 
 use std::{
     fmt::Write as _,
-    io::{BufRead as _, BufReader},
     os::unix::fs::MetadataExt as _,
-    process::{Child, Stdio},
+    process::Child,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 
 use super::{Netns, process::PortMonitor};
 
@@ -63,18 +62,7 @@ impl IdleNamespaces {
         for index in 0..count {
             let netns = Netns::new(&format!("idle{index}"))?;
             ids.push(std::fs::metadata(format!("/run/netns/{}", netns.0))?.ino());
-            let mut holder = netns
-                .exec("target/release/sockets")
-                .arg("idle")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .context("starting a listener")?;
-            let mut ready = String::new();
-            BufReader::new(holder.stdout.take().context("holder output")?).read_line(&mut ready)?;
-            if !ready.starts_with("ready") {
-                bail!("the listener did not start: {ready}");
-            }
+            let (holder, _) = netns.hold_sockets("idle")?;
             holders.push(holder);
             namespaces.push(netns);
         }

@@ -77,6 +77,16 @@ pub struct KernelLayout {
     pub cgroup_kn: u32,
     /// `struct kernfs_node` → `id`: the cgroup id (`u64`), as `bpf_get_current_cgroup_id`.
     pub kernfs_id: u32,
+    /// `sock_common.skc_state`: for the socket-listing iterator.
+    pub sock_state: u32,
+    /// `sock_common.skc_cookie`: for the socket-listing iterator (0 until someone asks for
+    /// it, as the bind programs and `sock_diag` do).
+    pub sock_cookie: u32,
+    /// `inet_timewait_sock.tw_timer.expires`: when a `TIME_WAIT` socket goes, in jiffies.
+    pub timewait_expires: u32,
+    /// `inet_timewait_sock.tw_substate`: the state a `TIME_WAIT` socket is reported in
+    /// (`FIN_WAIT2` for one the kernel moved out of `FIN_WAIT2` early, `tcp_fin_timeout`).
+    pub timewait_substate: u32,
 }
 
 #[cfg(feature = "user")]

@@ -8,6 +8,7 @@
 pub mod event;
 pub mod kernel;
 pub mod maps;
+pub mod socket_list;
 
 /// `IPPROTO_TCP`.
 pub const PROTOCOL_TCP: u8 = 6;

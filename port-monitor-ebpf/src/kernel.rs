@@ -31,6 +31,10 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     sock_cgroup: 0,
     cgroup_kn: 0,
     kernfs_id: 0,
+    sock_state: 0,
+    sock_cookie: 0,
+    timewait_expires: 0,
+    timewait_substate: 0,
 };
 
 /// The layout, read so that the compiler cannot fold the placeholder zeros above.

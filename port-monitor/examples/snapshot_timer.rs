@@ -1,30 +1,46 @@
 //! Times port-monitor's snapshot of every namespace of the node, once per line read from
 //! standard input: the measuring half of `cargo xtask bench scale`, which runs `ss` between
-//! two of them. Each answer is one line: `MILLISECONDS LARGEST_TCP RSS_KIB PEAK_RSS_KIB`, the
-//! snapshot's duration, the TCP sockets of the namespace with the most, and this process's
-//! resident memory now and at its peak.
+//! two of them. A line `sock_diag` lists TCP sockets with `sock_diag`; any other, with the
+//! `iter/tcp` program (the daemon's default). Each answer is one line: `MILLISECONDS
+//! LARGEST_TCP RSS_KIB PEAK_RSS_KIB`, the snapshot's duration, the TCP sockets of the
+//! namespace with the most, and this process's resident memory now and at its peak.
 //!
-//! It calls the function the daemon's snapshot thread calls (`snapshot::snapshot_node`),
-//! without the bound-socket programs (the tables list bound sockets from Linux 6.7 on, where
-//! the daemon does not attach them either). Run as root: it enters every namespace.
+//! It loads the kernel programs as the daemon does (without the errno collectors, which a
+//! snapshot does not read) and calls the function the daemon's snapshot thread calls
+//! (`snapshot::snapshot_node`) with the daemon's sources. Run as root: it enters every
+//! namespace.
 
 use std::io::{BufRead as _, Write as _};
 
 use port_monitor::{
+    kernel::{Collectors, ErrnoHook, Kernel, TcpStateHook},
     model::{Protocol, TcpState},
     snapshot::{Sources, snapshot_node},
 };
 
-fn main() -> std::io::Result<()> {
-    let sources = Sources {
-        proc: "/proc".into(),
-        bound_sockets: None,
-        conntrack: true,
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let collectors = Collectors {
+        tcp_state_hook: TcpStateHook::Auto,
+        errno_hook: ErrnoHook::Fexit,
+        bind: false,
+        autobind: false,
     };
+    let (kernel, _events) = Kernel::load(collectors, None)?;
+    let sources = |tcp_lister| Sources {
+        proc: "/proc".into(),
+        bound_sockets: kernel.bound_sockets(),
+        conntrack: true,
+        tcp_lister,
+    };
+    let (by_iterator, by_sock_diag) = (sources(kernel.tcp_lister()), sources(None));
     let mut out = std::io::stdout().lock();
     for line in std::io::stdin().lock().lines() {
-        line?;
-        let snapshot = snapshot_node(&sources);
+        let sources = if line?.trim() == "sock_diag" {
+            &by_sock_diag
+        } else {
+            &by_iterator
+        };
+        let snapshot = snapshot_node(sources);
         let largest = snapshot
             .namespaces
             .iter()

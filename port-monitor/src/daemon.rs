@@ -125,6 +125,7 @@ async fn serve_attached(
             proc: flags.procfs.clone(),
             bound_sockets: kernel.bound_sockets(),
             conntrack: !flags.no_conntrack,
+            tcp_lister: kernel.tcp_lister(),
         },
         snapshot_interval,
         Arc::clone(&model),
@@ -231,6 +232,7 @@ async fn check(flags: &Flags) -> Result<()> {
         proc: flags.procfs.clone(),
         bound_sockets: kernel.bound_sockets(),
         conntrack: !flags.no_conntrack,
+        tcp_lister: kernel.tcp_lister(),
     };
     let node = tokio::task::spawn_blocking(move || snapshot::snapshot_node(&sources)).await?;
     println!(

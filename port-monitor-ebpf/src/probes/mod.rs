@@ -3,4 +3,5 @@
 pub mod autobind;
 pub mod bind;
 pub mod bound_sockets;
+pub mod socket_list;
 pub mod tcp_state;

@@ -97,6 +97,8 @@ fn gatherer(flags: &Flags, access: &DaemonAccess) -> Result<Gatherer> {
         // tables list them (Linux 6.7 and later), as `ss` shows them.
         bound_sockets: None,
         conntrack: conntrack_skipped.is_none(),
+        // The programs are not loaded: `sock_diag`, as `ss` lists them.
+        tcp_lister: None,
     };
     Ok(Gatherer::new(
         sources,

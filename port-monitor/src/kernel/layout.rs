@@ -46,6 +46,9 @@ pub enum Optional {
     /// `net.net_cookie`: telling a namespace from an older one that had the same inode
     /// number (Linux >= 5.12).
     NetCookie,
+    /// `skc_state`, `skc_cookie` and the `TIME_WAIT` timer: listing sockets with the
+    /// `iter/tcp` iterator instead of `sock_diag`.
+    SocketList,
 }
 
 /// The offsets of a kernel, with the optional fields it lacks.
@@ -115,6 +118,16 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, LayoutError> {
         sock_cgroup: optional(Optional::SocketCgroup, sock(&["sk_cgrp_data", "cgroup"])),
         cgroup_kn: optional(Optional::SocketCgroup, offset(btf, "cgroup", &["kn"])),
         kernfs_id: optional(Optional::SocketCgroup, offset(btf, "kernfs_node", &["id"])),
+        sock_state: optional(Optional::SocketList, sock(&["__sk_common", "skc_state"])),
+        sock_cookie: optional(Optional::SocketList, sock(&["__sk_common", "skc_cookie"])),
+        timewait_expires: optional(
+            Optional::SocketList,
+            offset(btf, "inet_timewait_sock", &["tw_timer", "expires"]),
+        ),
+        timewait_substate: optional(
+            Optional::SocketList,
+            offset(btf, "inet_timewait_sock", &["tw_substate"]),
+        ),
     };
     Ok(Resolved { layout, missing })
 }

@@ -11,8 +11,12 @@ pub mod functions;
 pub mod layout;
 pub mod reader;
 pub mod requirements;
+pub mod socket_list;
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -24,6 +28,7 @@ use port_monitor_common::{
 };
 
 pub use bound_sockets::BoundSocketReader;
+pub use socket_list::TcpLister;
 
 pub use attach::{
     AUTOBIND_UNAVAILABLE, BIND_UNAVAILABLE, BOUND_SOCKETS_UNAVAILABLE, Collectors, ErrnoHook, Hook,
@@ -115,7 +120,9 @@ pub enum KernelError {
 /// The loaded, attached programs and the maps the daemon reads. Dropping it detaches every
 /// program: all attachments are links owned by file descriptors, none is pinned.
 pub struct Kernel {
-    _ebpf: Ebpf,
+    /// The programs and maps; shared with the snapshot thread, which opens the socket
+    /// iterator from it.
+    _ebpf: Arc<Mutex<Ebpf>>,
     /// Log lines from the programs (aya-log), written only on paths that should never run.
     logs: aya_log::EbpfLogger<&'static dyn log::Log>,
     hooks: Vec<Hook>,
@@ -124,6 +131,7 @@ pub struct Kernel {
     errors: [(&'static str, PerCpuHashMap<MapData, ErrorKey, u64>); 2],
     transitions: TransitionReader,
     bound_sockets: Option<BoundSocketReader>,
+    tcp_lister: Option<TcpLister>,
     counters: PerCpuArray<MapData, u64>,
 }
 
@@ -201,6 +209,17 @@ impl Kernel {
         };
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, maps::COUNTERS)?)
             .map_err(map_error(maps::COUNTERS))?;
+        let ebpf = Arc::new(Mutex::new(ebpf));
+        let tcp_lister = if attached.lists_sockets {
+            socket_list::kernel_hz()
+                .inspect_err(|error| {
+                    tracing::info!(%error, "the kernel's tick rate is unknown; snapshots list TCP sockets with sock_diag");
+                })
+                .ok()
+                .map(|hz| TcpLister::new(Arc::clone(&ebpf), hz))
+        } else {
+            None
+        };
         Ok((
             Self {
                 _ebpf: ebpf,
@@ -210,6 +229,7 @@ impl Kernel {
                 errors,
                 transitions,
                 bound_sockets,
+                tcp_lister,
                 counters,
             },
             events,
@@ -225,10 +245,13 @@ impl Kernel {
 
     /// Adds the sockets bound before the programs were attached, found among the open files
     /// of the processes under `procfs` (see [`bound_sockets::seed`]). Call it once, before
-    /// handing out readers; does nothing where the kernel's tables list bound sockets.
+    /// handing out readers. Not needed where the snapshot's listing shows idle bound sockets
+    /// (`sock_diag` from Linux 6.7); the socket iterator never does: the snapshot then looks
+    /// for idle ones only when a tracked socket is missing from its listing, and must track
+    /// them all.
     pub fn seed_bound_sockets(&mut self, procfs: &Path) {
         if let Some(reader) = &self.bound_sockets
-            && !reader.tables_list_them
+            && (!reader.tables_list_them || self.tcp_lister.is_some())
         {
             let mut map = reader
                 .map
@@ -237,6 +260,13 @@ impl Kernel {
             let added = bound_sockets::seed(&mut map, procfs);
             tracing::info!(added, "bound-but-idle TCP sockets from before start-up");
         }
+    }
+
+    /// A handle that lists a namespace's TCP sockets with the iterator program, where the
+    /// kernel runs it.
+    #[must_use]
+    pub fn tcp_lister(&self) -> Option<TcpLister> {
+        self.tcp_lister.clone()
     }
 
     /// Writes what the programs logged to the daemon's log.

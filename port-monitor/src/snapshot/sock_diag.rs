@@ -6,20 +6,16 @@ use netlink_packet_sock_diag::{
     constants::{AF_INET, AF_INET6, IPPROTO_UDP},
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
 };
-use std::{collections::HashSet, os::fd::AsRawFd as _, time::Duration};
+use std::os::fd::AsRawFd as _;
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
-use port_monitor_common::maps::BoundSocket;
-
 use super::{
+    fold::Fold,
     inet_diag::{self, DiagSocket},
     netlink::Batch,
 };
-use crate::{
-    kernel::bound_sockets::Tracked,
-    model::{self, Binder, Protocol, SocketTally, TcpState},
-};
+use crate::model::Protocol;
 
 /// Why a dump failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,29 +46,25 @@ pub fn open() -> Result<Socket, DumpError> {
     Ok(socket)
 }
 
-/// The dumps that make up a namespace's socket table. TCP is asked once for both families
-/// (the `TCPDIAG_GETSOCK` request, whose family is `AF_UNSPEC`): every TCP dump walks the
-/// whole TCP hash of the node, so asking per family walked it twice.
-const TABLES: [(Request, Protocol, &str); 3] = [
-    (Request::TcpBothFamilies, Protocol::Tcp, "tcp"),
-    (Request::Family(AF_INET, IPPROTO_UDP), Protocol::Udp, "udp4"),
-    (
-        Request::Family(AF_INET6, IPPROTO_UDP),
-        Protocol::Udp,
-        "udp6",
-    ),
-];
+/// The UDP dumps of a namespace's socket table, one per family.
+const UDP_TABLES: [(u8, &str); 2] = [(AF_INET, "udp4"), (AF_INET6, "udp6")];
 
 /// One dump request.
 #[derive(Clone, Copy)]
 enum Request {
     /// `SOCK_DIAG_BY_FAMILY` with an `inet_diag_req_v2`: one family, one protocol.
     Family(u8, u8),
-    /// `TCPDIAG_GETSOCK` with the older `struct inet_diag_req`: every TCP socket, both
-    /// families, in one walk of the hash (`inet_diag_dump_compat`, in every kernel since
-    /// 2.6).
-    TcpBothFamilies,
+    /// `TCPDIAG_GETSOCK` with the older `struct inet_diag_req`: the TCP sockets in the states
+    /// of this mask, both families, in one walk of the hash (`inet_diag_dump_compat`, in
+    /// every kernel since 2.6). The dump walks every bucket of the node's TCP hash
+    /// whatever the mask, so asking per family walked it twice.
+    TcpBothFamilies(u32),
 }
+
+/// Every state, including ones newer than the request (`TCP_BOUND_INACTIVE`, 6.7).
+const EVERY_STATE: u32 = u32::MAX;
+/// `TCPF_BOUND_INACTIVE`: bound, neither listening nor connected (Linux >= 6.7).
+const BOUND_INACTIVE: u32 = 1 << 13;
 
 /// `TCPDIAG_GETSOCK` (`include/uapi/linux/inet_diag.h`); the kernel answers with messages
 /// of this type.
@@ -104,59 +96,48 @@ pub fn netns_cookie(socket: &Socket) -> std::io::Result<u64> {
     }
 }
 
-/// Adds every TCP and UDP socket (IPv4 and IPv6, every state) of the socket's namespace to
-/// `tally`. A UDP socket is listed once it has a port (bound, connected or autobound). TCP
-/// sockets in `bound` (by cookie) got their port from `bind()`: they are told so, with who
-/// bound them. Returns the cookies of `bound` the tables listed.
+/// Adds every TCP socket (IPv4 and IPv6, every state) of the socket's namespace to `fold`.
 ///
 /// # Errors
-/// When the kernel refuses a dump or sends something undecodable.
-pub fn dump_all(
-    socket: &Socket,
-    tally: &mut SocketTally,
-    bound: &Tracked,
-) -> Result<HashSet<u64>, DumpError> {
-    let mut listed = HashSet::new();
-    for (request, protocol, what) in TABLES {
-        dump(socket, request, what, |diag| {
-            // No lookup at all where nothing is tracked (Linux >= 6.7 lists bound sockets).
-            let bound_by = if protocol == Protocol::Tcp && !bound.is_empty() {
-                bound.get(&diag.cookie)
-            } else {
-                None
-            };
-            if bound_by.is_some() {
-                listed.insert(diag.cookie);
-            }
-            let state = match (protocol, TcpState::from_kernel(diag.state)) {
-                // A TCP socket in a table with state CLOSE is bound but neither listening nor
-                // connected: Linux >= 6.7 lists those from the bind hash, with their real
-                // state, CLOSE (checked on 6.18 with a raw sock_diag request).
-                (Protocol::Tcp, Some(TcpState::Close)) => Some(TcpState::BoundInactive),
-                (_, state) => state,
-            };
-            if let Some(state) = state {
-                tally.add(&model::Socket {
-                    protocol,
-                    state,
-                    local: diag.local,
-                    remote: diag.remote,
-                    timer: Duration::from_millis(u64::from(diag.expires_ms)),
-                    binder: bound_by.map(binder),
-                });
-            }
-        })?;
-    }
-    Ok(listed)
+/// When the kernel refuses the dump or sends something undecodable.
+pub fn dump_tcp(socket: &Socket, fold: &mut Fold<'_>) -> Result<(), DumpError> {
+    dump(
+        socket,
+        Request::TcpBothFamilies(EVERY_STATE),
+        "tcp",
+        |diag| {
+            fold.add(Protocol::Tcp, diag);
+        },
+    )
 }
 
-/// Who bound a socket, as the bind hook saw it.
-fn binder(bound: &BoundSocket) -> Binder {
-    Binder {
-        tgid: bound.tgid,
-        comm: bound.comm,
-        cgroup_id: bound.cgroup_id,
+/// Adds the TCP sockets that are bound but neither listening nor connected to `fold`: those
+/// the socket iterator does not see (they are only in the bind hash). Linux >= 6.7; older
+/// kernels list none.
+///
+/// # Errors
+/// As [`dump_tcp`].
+pub fn dump_bound_inactive(socket: &Socket, fold: &mut Fold<'_>) -> Result<(), DumpError> {
+    dump(
+        socket,
+        Request::TcpBothFamilies(BOUND_INACTIVE),
+        "tcp bound-inactive",
+        |diag| fold.add(Protocol::Tcp, diag),
+    )
+}
+
+/// Adds every UDP socket (IPv4 and IPv6) of the socket's namespace to `fold`. A UDP socket
+/// is listed once it has a port (bound, connected or autobound).
+///
+/// # Errors
+/// As [`dump_tcp`].
+pub fn dump_udp(socket: &Socket, fold: &mut Fold<'_>) -> Result<(), DumpError> {
+    for (family, what) in UDP_TABLES {
+        dump(socket, Request::Family(family, IPPROTO_UDP), what, |diag| {
+            fold.add(Protocol::Udp, diag);
+        })?;
     }
+    Ok(())
 }
 
 /// Sends one dump request and calls `each` for every socket listed.
@@ -169,7 +150,7 @@ fn dump(
     let io = |source| DumpError::Io { what, source };
     let bytes = match request {
         Request::Family(family, protocol) => family_request(family, protocol),
-        Request::TcpBothFamilies => tcp_request(),
+        Request::TcpBothFamilies(states) => tcp_request(states),
     };
     socket.send(&bytes, 0).map_err(io)?;
 
@@ -194,8 +175,8 @@ fn dump(
 
 /// A `TCPDIAG_GETSOCK` dump request: a netlink header and a `struct inet_diag_req` (family,
 /// source and destination prefix lengths, extensions, the 48-byte socket id, states,
-/// tables), every state asked, nothing else.
-fn tcp_request() -> Vec<u8> {
+/// tables), the sockets in `states`, nothing else.
+fn tcp_request(states: u32) -> Vec<u8> {
     const REQUEST: usize = 4 + 48 + 4 + 4;
     const HEADER: usize = 16;
     let mut bytes = Vec::with_capacity(HEADER + REQUEST);
@@ -206,8 +187,7 @@ fn tcp_request() -> Vec<u8> {
     bytes.extend_from_slice(&[0; 8]);
     bytes.extend_from_slice(&[AF_INET, 0, 0, 0]);
     bytes.extend_from_slice(&[0; 48]);
-    // Every state, including ones newer than the request (TCP_BOUND_INACTIVE, 6.7).
-    bytes.extend_from_slice(&u32::MAX.to_ne_bytes());
+    bytes.extend_from_slice(&states.to_ne_bytes());
     bytes.extend_from_slice(&0_u32.to_ne_bytes());
     bytes
 }

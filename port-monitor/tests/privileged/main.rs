@@ -27,6 +27,7 @@ mod namespaces;
 mod nat;
 mod prometheus;
 mod restart;
+mod snapshot_sources;
 mod status;
 mod support;
 mod tcp_gauges;

@@ -6,6 +6,7 @@
 //! | `bind()` errno | fexit on `inet_bind`/`inet6_bind` | cgroup bind hooks + `sys_exit_bind` (only when asked: it slows every syscall) |
 //! | UDP autobind failures | fexit on `inet_autobind` | `sys_exit_{connect,send*}` (likewise) |
 //! | ports held by `bind()`: idle ones before Linux 6.7, and bound then connected | cgroup `post_bind` (+ `sock_release` before 6.7) | none |
+//! | the snapshot's TCP sockets (not a hook: read once per namespace per snapshot) | `iter/tcp` | `sock_diag` |
 //!
 //! A collector that cannot be attached is left out, logged, and reported as [`Unavailable`]
 //! (`port_monitor_degraded`); only the TCP state program is required.
@@ -13,6 +14,7 @@
 mod bound_sockets;
 mod errno;
 mod programs;
+mod socket_list;
 mod tcp_state;
 
 use aya::Ebpf;
@@ -98,6 +100,8 @@ const TCP_STATE_FACTS: &str = "TCP state transitions; connect() failures: out of
                                (EADDRNOTAVAIL), refused, timed out, unreachable";
 const BIND_FACTS: &str = "bind() errno (EADDRINUSE, EACCES, ...)";
 const AUTOBIND_FACTS: &str = "UDP autobind out of ports (EAGAIN on a UDP socket without a port)";
+const SOCKET_LIST_FACTS: &str =
+    "the snapshot's TCP sockets, listed without a netlink message each (else sock_diag)";
 const BOUND_SOCKETS_FACTS: &str =
     "TCP ports held by bind(): bind before connect; idle ones (not in sock_diag before 6.7)";
 
@@ -121,6 +125,8 @@ pub struct Attached {
     pub unavailable: Vec<Unavailable>,
     /// The bound-socket programs are attached: the snapshot matches their sockets.
     pub tracks_bound_sockets: bool,
+    /// The socket-listing iterator is loaded: the snapshot lists TCP sockets with it.
+    pub lists_sockets: bool,
 }
 
 impl Attached {
@@ -186,5 +192,16 @@ pub fn attach_all(
     }
     let hooks = with_rollback(ebpf, |ebpf| bound_sockets::attach(ebpf, env));
     attached.tracks_bound_sockets = attached.collector(BOUND_SOCKETS_UNAVAILABLE, hooks);
+    match socket_list::load(ebpf, env) {
+        Ok(hook) => {
+            attached.hooks.push(hook);
+            attached.lists_sockets = true;
+        }
+        // Nothing is lost: the same sockets come from sock_diag.
+        Err(error) => tracing::info!(
+            %error,
+            "the TCP socket iterator is unavailable; snapshots list TCP sockets with sock_diag"
+        ),
+    }
     Ok(attached)
 }

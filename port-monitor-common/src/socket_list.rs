@@ -8,6 +8,9 @@ pub const TCP_LISTER: &str = "tcp_sockets";
 
 /// One TCP socket: a full socket, a `TIME_WAIT` socket or a request socket (`NEW_SYN_RECV`).
 /// 56 bytes, explicit padding.
+///
+/// Every listing starts with one record that is no socket (`family` 0): the kernel's clock
+/// when the listing began, in `expires_at` ([`Self::is_clock`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ListedSocket {
@@ -15,7 +18,10 @@ pub struct ListedSocket {
     pub cookie: u64,
     /// `TIME_WAIT` sockets: jiffies until the kernel frees it (0 or less when due); 0 for the
     /// others.
-    pub expires_in: i64,
+    pub expires_in: i32,
+    /// `TIME_WAIT` sockets: when the kernel frees it, in jiffies (the low 32 bits, compared
+    /// with wrapping arithmetic); the clock record: the jiffies when the listing began.
+    pub expires_at: u32,
     /// Local address: IPv4 in the first 4 bytes, or IPv6; network byte order.
     pub local_addr: [u8; 16],
     /// Remote address, as `local_addr`.
@@ -38,6 +44,12 @@ pub const LISTED_SOCKET_SIZE: usize = core::mem::size_of::<ListedSocket>();
 const _: () = assert!(LISTED_SOCKET_SIZE == 56);
 
 impl ListedSocket {
+    /// Whether this is the listing's clock record, not a socket.
+    #[must_use]
+    pub const fn is_clock(&self) -> bool {
+        self.family == 0
+    }
+
     /// Reads one record from the iterator's output (`bytes` is one record long).
     #[must_use]
     pub fn from_bytes(bytes: &[u8; LISTED_SOCKET_SIZE]) -> Self {
@@ -56,6 +68,7 @@ mod tests {
         let socket = ListedSocket {
             cookie: 0x0102_0304_0506_0708,
             expires_in: -3,
+            expires_at: 0xffff_fff0,
             local_addr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             remote_addr: [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
             family: 10,

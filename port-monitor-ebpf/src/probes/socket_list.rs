@@ -49,10 +49,13 @@ struct IterTcp {
     sk_common: *const u8,
 }
 
-/// `struct bpf_iter_meta`, as far as the program reads it.
+/// `struct bpf_iter_meta`.
 #[repr(C)]
 struct IterMeta {
     seq: *mut core::ffi::c_void,
+    session_id: u64,
+    /// How many sockets this listing called the program with before this call.
+    seq_num: u64,
 }
 
 #[expect(
@@ -66,6 +69,19 @@ const RECORD_SIZE: u32 = LISTED_SOCKET_SIZE as u32;
 extern "C" fn tcp_sockets(ctx: *const IterTcp) -> i32 {
     // SAFETY: loads of the context's own fields, which the verifier types (BTF pointers).
     let (meta, sk) = unsafe { ((*ctx).meta, (*ctx).sk_common) };
+    // SAFETY: the meta's fields; the seq_file comes straight from it, a trusted pointer, as
+    // bpf_seq_write requires.
+    let (seq, first) = unsafe { ((*meta).seq, (*meta).seq_num == 0) };
+    if first {
+        // The first call of a listing (with its first socket, or with none when there is
+        // none): the clock record, which the daemon's churn count needs.
+        let clock = ListedSocket {
+            // SAFETY: a helper without arguments.
+            expires_at: jiffies_low(unsafe { bpf_jiffies64() }),
+            ..ListedSocket::default()
+        };
+        write(seq, &clock);
+    }
     if sk.is_null() {
         return 0;
     }
@@ -90,16 +106,27 @@ extern "C" fn tcp_sockets(ctx: *const IterTcp) -> i32 {
             };
             // SAFETY: a helper without arguments.
             let now = unsafe { bpf_jiffies64() };
-            socket.expires_in = expires.wrapping_sub(now).cast_signed();
+            socket.expires_in = jiffies_low(expires.wrapping_sub(now)).cast_signed();
+            socket.expires_at = jiffies_low(expires);
             socket.state = substate;
         }
     }
-    // SAFETY: the seq_file comes straight from the meta, a trusted pointer, as the helper
-    // requires; `socket` is initialised, padding too.
-    unsafe {
-        bpf_seq_write((*meta).seq.cast(), (&raw const socket).cast(), RECORD_SIZE);
-    }
+    write(seq, &socket);
     0
+}
+
+/// The low 32 bits of a jiffies value: differences of up to 2^31 ticks (months) compare
+/// right with wrapping arithmetic.
+#[expect(clippy::cast_possible_truncation, reason = "the low half, on purpose")]
+const fn jiffies_low(jiffies: u64) -> u32 {
+    jiffies as u32
+}
+
+fn write(seq: *mut core::ffi::c_void, record: &ListedSocket) {
+    // SAFETY: `seq` is the iterator's seq_file; `record` is initialised, padding too.
+    unsafe {
+        bpf_seq_write(seq.cast(), core::ptr::from_ref(record).cast(), RECORD_SIZE);
+    }
 }
 
 /// The fields every kind of socket has, in `struct sock_common`.
@@ -122,6 +149,7 @@ unsafe fn listed(sk: *const u8, layout: &KernelLayout) -> ListedSocket {
         ListedSocket {
             cookie: load(sk, layout.sock_cookie),
             expires_in: 0,
+            expires_at: 0,
             local_addr,
             remote_addr,
             family,

@@ -59,17 +59,28 @@ impl TcpLister {
     /// How long a `TIME_WAIT` socket has left, from the jiffies the program read (as the
     /// kernel's `jiffies_delta_to_msecs` makes it for `sock_diag`: none when due).
     #[must_use]
-    pub fn remaining(&self, jiffies: i64) -> Duration {
+    pub fn remaining(&self, jiffies: i32) -> Duration {
         let jiffies = u64::try_from(jiffies).unwrap_or(0);
         Duration::from_millis(jiffies.saturating_mul(1000) / self.hz.max(1))
     }
+
+    /// Jiffies a second on this kernel.
+    #[must_use]
+    pub const fn hz(&self) -> u64 {
+        self.hz
+    }
 }
 
-/// Calls `each` with every record of an opened iterator.
+/// Calls `each` with every socket of an opened iterator; returns the kernel's jiffies when
+/// the listing began (its clock record), if the kernel wrote one.
 ///
 /// # Errors
 /// When a read fails (the kernel stops an iterator it cannot continue with an error).
-pub fn read_all(mut file: File, mut each: impl FnMut(&ListedSocket)) -> Result<(), ListError> {
+pub fn read_all(
+    mut file: File,
+    mut each: impl FnMut(&ListedSocket),
+) -> Result<Option<u32>, ListError> {
+    let mut clock = None;
     // The kernel fills a read with whole records, but a buffer that is not a multiple of
     // their size could end inside one: the tail waits for the next read.
     let mut buffer = vec![0; 64 * 1024];
@@ -81,13 +92,18 @@ pub fn read_all(mut file: File, mut each: impl FnMut(&ListedSocket)) -> Result<(
             Err(error) => return Err(error.into()),
         };
         if read == 0 {
-            return Ok(());
+            return Ok(clock);
         }
         let filled = kept + read;
         let mut records = buffer[..filled].chunks_exact(LISTED_SOCKET_SIZE);
         for record in &mut records {
             if let Ok(record) = <&[u8; LISTED_SOCKET_SIZE]>::try_from(record) {
-                each(&ListedSocket::from_bytes(record));
+                let record = ListedSocket::from_bytes(record);
+                if record.is_clock() {
+                    clock = Some(record.expires_at);
+                } else {
+                    each(&record);
+                }
             }
         }
         kept = records.remainder().len();

@@ -157,11 +157,22 @@ impl Hasher for Passthrough {
 }
 
 /// The connections of one namespace at one snapshot.
+///
+/// Where the listing tells when each `TIME_WAIT` socket expires (the socket iterator), the
+/// set leaves out those that were in `TIME_WAIT` before the listing began: the next snapshot
+/// asks only about `TIME_WAIT` sockets born since, and a connection already closed by then
+/// was listed closed. On a node of a million `TIME_WAIT` sockets that keeps the set to its
+/// live connections (exact, rather than a sketch). The expiry is the one thing the test
+/// relies on, so a `TIME_WAIT` socket whose timer the kernel restarts (a retransmitted FIN
+/// from the peer) looks born again and can count as churn once.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnectionSet {
     kind: Kind,
     /// Connections inserted (a sketch cannot tell repeats; the dump lists each once).
     len: usize,
+    /// `TIME_WAIT` sockets expiring before this (jiffies, low 32 bits) are left out; `None`:
+    /// every one is in.
+    time_wait_from: Option<u32>,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -175,6 +186,7 @@ impl Default for ConnectionSet {
         Self {
             kind: Kind::Exact(HashSet::default()),
             len: 0,
+            time_wait_from: None,
         }
     }
 }
@@ -189,6 +201,32 @@ impl std::fmt::Debug for ConnectionSet {
 }
 
 impl ConnectionSet {
+    /// An empty set that will leave out the `TIME_WAIT` sockets expiring before `expiry`
+    /// (jiffies, low 32 bits): those born before the listing began.
+    #[must_use]
+    pub fn from_time_wait_expiring(expiry: u32) -> Self {
+        Self {
+            time_wait_from: Some(expiry),
+            ..Self::default()
+        }
+    }
+
+    /// Whether the set holds (or would hold) a `TIME_WAIT` socket expiring at `expires_at`:
+    /// always where either side does not know the expiry.
+    #[must_use]
+    pub fn covers(&self, expires_at: Option<u32>) -> bool {
+        match (self.time_wait_from, expires_at) {
+            (Some(from), Some(at)) => at.wrapping_sub(from).cast_signed() >= 0,
+            _ => true,
+        }
+    }
+
+    /// Whether every `TIME_WAIT` socket listed is in the set.
+    #[must_use]
+    pub const fn holds_every_time_wait(&self) -> bool {
+        self.time_wait_from.is_none()
+    }
+
     pub fn insert(&mut self, id: ConnectionId) {
         match &mut self.kind {
             Kind::Exact(set) => {
@@ -288,6 +326,19 @@ mod tests {
         assert!(!set.is_exact());
         assert_eq!(set.len(), usize::try_from(count).expect("fits"));
         assert!((0..count).all(|index| set.contains(connection(index))));
+    }
+
+    #[test]
+    fn time_wait_expiring_before_the_listing_began_is_left_out() {
+        let every = ConnectionSet::default();
+        assert!(every.covers(Some(5)) && every.covers(None));
+        // The clock wraps: an expiry just past the wrap is later than one just before it.
+        let set = ConnectionSet::from_time_wait_expiring(u32::MAX - 10);
+        assert!(set.covers(Some(u32::MAX - 10)));
+        assert!(set.covers(Some(5)), "after the wrap");
+        assert!(!set.covers(Some(u32::MAX - 11)));
+        assert!(set.covers(None), "unknown expiry: kept");
+        assert!(!set.holds_every_time_wait());
     }
 
     #[test]

@@ -134,6 +134,9 @@ pub struct Socket {
     pub remote: SocketAddr,
     /// Time until the socket's timer fires; for a `TIME_WAIT` socket, until it goes away.
     pub timer: Duration,
+    /// A `TIME_WAIT` socket's expiry in the kernel's jiffies (low 32 bits), where the listing
+    /// tells it (the socket iterator); see [`ConnectionSet`].
+    pub expires_at: Option<u32>,
     /// Who gave the socket its port with `bind()`, when a TCP socket did (the kernel
     /// programs saw it); `None` otherwise.
     pub binder: Option<Binder>,
@@ -272,6 +275,13 @@ impl SocketTally {
         self.previous.take()
     }
 
+    /// Leaves out of the connections kept for the next snapshot the `TIME_WAIT` sockets
+    /// expiring before `expiry` (jiffies, low 32 bits), which were in `TIME_WAIT` before this
+    /// listing began (see [`ConnectionSet`]). Call it before any socket is added.
+    pub fn keep_time_wait_expiring_from(&mut self, expiry: u32) {
+        self.connections = ConnectionSet::from_time_wait_expiring(expiry);
+    }
+
     /// The connections counted, for the next snapshot to compare with; the tally keeps
     /// neither them nor the previous ones.
     pub fn take_connections(&mut self) -> ConnectionSet {
@@ -322,8 +332,11 @@ impl SocketTally {
             (Protocol::Tcp, state)
                 if socket.remote.port() != 0 && !self.bound_tcp.contains(port) =>
             {
-                let id = ConnectionId::of(socket.local, socket.remote);
-                self.connections.insert(id);
+                let id = || ConnectionId::of(socket.local, socket.remote);
+                let time_wait = state == TcpState::TimeWait;
+                if !time_wait || self.connections.covers(socket.expires_at) {
+                    self.connections.insert(id());
+                }
                 let destination = Destination {
                     source: socket.local.ip(),
                     address: socket.remote.ip(),
@@ -334,7 +347,7 @@ impl SocketTally {
                 if state == TcpState::SynSent {
                     entry.syn_sent += 1;
                 }
-                if state == TcpState::TimeWait {
+                if time_wait {
                     entry.time_wait += 1;
                     let age = TIME_WAIT_LENGTH.saturating_sub(socket.timer);
                     if self
@@ -343,11 +356,10 @@ impl SocketTally {
                     {
                         entry.reusable.insert(port);
                     }
-                    if self
-                        .previous
-                        .as_ref()
-                        .is_some_and(|previous| !previous.contains(id))
-                    {
+                    // Born before the previous listing began, it was listed then: not new.
+                    if self.previous.as_ref().is_some_and(|previous| {
+                        previous.covers(socket.expires_at) && !previous.contains(id())
+                    }) {
                         entry.fresh_time_wait += 1;
                     }
                 }
@@ -425,6 +437,7 @@ pub(crate) fn socket(protocol: Protocol, state: TcpState, local: &str, remote: &
         local: local.parse().expect("address"),
         remote: remote.parse().expect("address"),
         timer: Duration::ZERO,
+        expires_at: None,
         binder: None,
     }
 }
@@ -505,6 +518,42 @@ mod tests {
         let (_, toward) = second.destinations().next().expect("one destination");
         assert_eq!((toward.time_wait, toward.fresh_time_wait), (4, 2));
         assert!(second.compared());
+    }
+
+    /// Where the listing tells each `TIME_WAIT` socket's expiry, those born before the
+    /// listing began are not kept (they cannot be new next time) and not asked about: the
+    /// same count as keeping every one.
+    #[test]
+    fn time_wait_born_before_the_previous_listing_is_neither_kept_nor_asked_about() {
+        let to = |state, port: u16, expires_at: Option<u32>| Socket {
+            expires_at,
+            ..socket(
+                Protocol::Tcp,
+                state,
+                &format!("10.0.0.2:{port}"),
+                "10.0.0.1:443",
+            )
+        };
+        // The first listing began when sockets born then expire at 1000.
+        let mut first = SocketTally::default();
+        first.keep_time_wait_expiring_from(1000);
+        first.add(&to(TcpState::Established, 40000, None));
+        first.add(&to(TcpState::TimeWait, 40001, Some(900)));
+        first.add(&to(TcpState::TimeWait, 40002, Some(1005)));
+        let previous = first.take_connections();
+        assert_eq!(previous.len(), 2, "the old TIME_WAIT socket is not kept");
+        let mut second = SocketTally::default();
+        second.keep_time_wait_expiring_from(2000);
+        second.compare_with(previous);
+        // Listed before: old, born during the first listing, established then.
+        second.add(&to(TcpState::TimeWait, 40001, Some(900)));
+        second.add(&to(TcpState::TimeWait, 40002, Some(1005)));
+        second.add(&to(TcpState::TimeWait, 40000, Some(1500)));
+        // New since: opened and closed between the listings.
+        second.add(&to(TcpState::TimeWait, 40003, Some(1600)));
+        let (_, toward) = second.destinations().next().expect("one destination");
+        assert_eq!((toward.time_wait, toward.fresh_time_wait), (4, 1));
+        assert!(second.take_connections().is_empty(), "all born before 2000");
     }
 
     /// Past a list's worth of ports a destination's ports are a bitmap: the same count.

@@ -54,6 +54,7 @@ impl<'a> Fold<'a> {
                 local: socket.local,
                 remote: socket.remote,
                 timer: Duration::from_millis(u64::from(socket.expires_ms)),
+                expires_at: socket.expires_at,
                 binder: bound_by.map(binder),
             });
         }

@@ -19,6 +19,9 @@ pub struct DiagSocket {
     /// Milliseconds until the socket's timer fires (`idiag_expires`); for a `TIME_WAIT`
     /// socket, until it goes away.
     pub expires_ms: u32,
+    /// A `TIME_WAIT` socket's expiry in jiffies (low 32 bits): only the socket iterator
+    /// tells it.
+    pub expires_at: Option<u32>,
 }
 
 /// Why a batch could not be read.
@@ -84,6 +87,7 @@ fn parse_socket(message: &[u8]) -> Result<DiagSocket, ParseError> {
         remote: SocketAddr::new(address(24)?, port(6)),
         cookie: u64::from(u32_at(message, 44)) | (u64::from(u32_at(message, 48)) << 32),
         expires_ms: u32_at(message, 52),
+        expires_at: None,
     })
 }
 
@@ -136,6 +140,7 @@ mod tests {
                 remote: "127.0.0.2:443".parse().expect("literal"),
                 cookie: 0x9_1234_5678,
                 expires_ms: 59_500,
+                expires_at: None,
             }
         );
         assert_eq!(sockets[1].local, "[::1]:8080".parse().expect("literal"));

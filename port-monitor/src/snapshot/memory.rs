@@ -13,7 +13,13 @@ pub struct ConnectionMemory {
     by_netns: HashMap<NetnsId, Remembered>,
     /// Snapshots taken with this memory, for [`Remembered::seen`].
     round: u64,
+    /// The kernel's jiffies (low 32 bits) when the latest listing by the socket iterator
+    /// began: every later listing begins after it.
+    clock: Option<u32>,
 }
+
+/// How long the kernel keeps a `TIME_WAIT` socket (`TCP_TIMEWAIT_LEN`), in seconds.
+const TIME_WAIT_SECONDS: u64 = 60;
 
 #[derive(Debug)]
 struct Remembered {
@@ -67,6 +73,27 @@ impl ConnectionMemory {
         let round = self.round;
         self.by_netns
             .retain(|_, remembered| remembered.seen + 1 >= round);
+    }
+
+    /// A listing by the socket iterator began at `jiffies`.
+    pub(super) fn listing_began(&mut self, jiffies: u32) {
+        self.clock = Some(jiffies);
+    }
+
+    /// When a `TIME_WAIT` socket born as the next listing begins, or later, expires (jiffies,
+    /// low 32 bits, on a kernel ticking `hz` a second), as far as the memory can tell: the
+    /// start of the latest listing stands for it (an earlier start only keeps more).
+    pub(super) fn time_wait_born_since(&self, hz: u64) -> Option<u32> {
+        let length = u32::try_from(TIME_WAIT_SECONDS * hz).ok()?;
+        self.clock.map(|began| began.wrapping_add(length))
+    }
+
+    /// How many connections are kept for the namespace's next snapshot.
+    #[must_use]
+    pub fn kept(&self, netns: NetnsId) -> Option<usize> {
+        self.by_netns
+            .get(&netns)
+            .map(|remembered| remembered.connections.len())
     }
 
     /// Namespaces remembered.

@@ -197,12 +197,23 @@ fn snapshot_namespace(
     let mut sockets = ports.as_ref().map_or_else(SocketTally::default, |ports| {
         SocketTally::with_reuse(ports.time_wait_reuse)
     });
-    if let Some(previous) = memory.take(id, cookie) {
+    let iterating = iterator.as_ref().and(read.lister);
+    if let Some(expiry) = iterating.and_then(|lister| memory.time_wait_born_since(lister.hz())) {
+        sockets.keep_time_wait_expiring_from(expiry);
+    }
+    // A previous set that left out old TIME_WAIT sockets can only be compared by a listing
+    // that tells each one's expiry.
+    if let Some(previous) = memory.take(id, cookie)
+        && (iterating.is_some() || previous.holds_every_time_wait())
+    {
         sockets.compare_with(previous);
     }
     let mut fold = Fold::new(&mut sockets, tracked);
     let listing = list_sockets(&socket, iterator, read, &mut fold);
     let listed_here = std::mem::take(&mut fold.listed);
+    if let Ok(Some(began)) = listing {
+        memory.listing_began(began);
+    }
     if let Err(error) = listing {
         // The model keeps the time of the last good read: the connections of that read
         // stay for the next one to compare with.
@@ -247,16 +258,18 @@ fn snapshot_namespace(
 }
 
 /// Lists every TCP and UDP socket of the namespace into `fold`: TCP with the `iterator` when
-/// there is one, else with `sock_diag`, like UDP.
+/// there is one, else with `sock_diag`, like UDP. Returns the kernel's jiffies when the
+/// iterator began, if it ran.
 fn list_sockets(
     socket: &netlink_sys::Socket,
     iterator: Option<std::fs::File>,
     read: &Reading<'_>,
     fold: &mut Fold<'_>,
-) -> Result<(), SnapshotError> {
+) -> Result<Option<u32>, SnapshotError> {
+    let mut began = None;
     match (iterator, read.lister) {
         (Some(iterator), Some(lister)) => {
-            socket_list::read_all(iterator, |listed| {
+            began = socket_list::read_all(iterator, |listed| {
                 fold.add(Protocol::Tcp, &from_iterator(listed, lister));
             })?;
             // The iterator walks the listening and connection hashes only; a bound socket
@@ -270,7 +283,7 @@ fn list_sockets(
         _ => sock_diag::dump_tcp(socket, fold)?,
     }
     sock_diag::dump_udp(socket, fold)?;
-    Ok(())
+    Ok(began)
 }
 
 /// An iterator record as a `sock_diag` dump would have listed it.
@@ -290,6 +303,8 @@ fn from_iterator(record: &ListedSocket, lister: &TcpLister) -> DiagSocket {
         remote: address(record.remote_addr, record.remote_port),
         cookie: record.cookie,
         expires_ms: u32::try_from(expires.as_millis()).unwrap_or(u32::MAX),
+        expires_at: (TcpState::from_kernel(record.state) == Some(TcpState::TimeWait))
+            .then_some(record.expires_at),
     }
 }
 
@@ -311,6 +326,7 @@ fn bound_inactive(bound: &BoundSocket) -> model::Socket {
         local: SocketAddr::new(address, bound.port),
         remote: SocketAddr::new(address, 0),
         timer: Duration::ZERO,
+        expires_at: None,
         binder: None,
     }
 }

@@ -13,7 +13,7 @@ use nix::sys::socket::{SockaddrStorage, connect};
 use port_monitor::{
     kernel::{Collectors, ErrnoHook, Kernel, TcpStateHook, socket_list},
     model::{NamespaceSnapshot, Protocol, TcpState},
-    snapshot::{Sources, snapshot_node},
+    snapshot::{ConnectionMemory, Sources, snapshot_node, snapshot_node_with},
 };
 
 use crate::support::{TestNetns, privileged, sockets::tcp_bind};
@@ -191,4 +191,85 @@ fn privileged_iterator_time_wait_timers_are_the_kernels() {
             "{left:?} left of a TIME_WAIT made at most {elapsed:?} ago"
         );
     }
+}
+
+/// Churn (`TIME_WAIT` sockets of connections the previous snapshot did not list) counts the
+/// same by both listings, though the iterator's memory leaves out the `TIME_WAIT` sockets that
+/// were already old.
+#[test]
+fn privileged_iterator_counts_churn_as_sock_diag_does() {
+    if !privileged("privileged_iterator_counts_churn_as_sock_diag_does") {
+        return;
+    }
+    let kernel = load_kernel();
+    let netns = TestNetns::new("iter-churn");
+    netns.sysctl("net.ipv4.tcp_tw_reuse", "0");
+    let listener = netns.run(|| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listen"));
+    let to = listener.local_addr().expect("address");
+    let connect = |count: usize| {
+        let listener = listener.try_clone().expect("listener");
+        netns.run(move || {
+            (0..count)
+                .map(|_| {
+                    let client = TcpStream::connect(to).expect("connect");
+                    (client, listener.accept().expect("accept").0)
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    // The client closes first: its end stays in TIME_WAIT.
+    let close = |pairs: Vec<(TcpStream, TcpStream)>| {
+        for (client, server) in pairs {
+            drop(client);
+            drop(server);
+        }
+    };
+    let sources = |tcp_lister| Sources {
+        proc: PathBuf::from("/proc"),
+        bound_sockets: None,
+        conntrack: false,
+        tcp_lister,
+    };
+    let (by_iterator, by_sock_diag) = (sources(kernel.tcp_lister()), sources(None));
+    // One memory per listing: the iterator's, then sock_diag's.
+    let mut memories = [ConnectionMemory::default(), ConnectionMemory::default()];
+    // (TIME_WAIT, of them new) toward the listener by each listing.
+    let churn = |memories: &mut [ConnectionMemory; 2]| {
+        let [iterator_memory, sock_diag_memory] = memories;
+        [
+            (&by_iterator, iterator_memory),
+            (&by_sock_diag, sock_diag_memory),
+        ]
+        .map(|(sources, memory)| {
+            let snapshot = snapshot_node_with(sources, memory)
+                .namespaces
+                .into_iter()
+                .find(|namespace| namespace.netns == netns.id)
+                .expect("the test namespace is snapshotted");
+            snapshot
+                .sockets
+                .destinations()
+                .find(|(destination, _)| destination.port == to.port())
+                .map_or((0, 0), |(_, toward)| {
+                    (toward.time_wait, toward.fresh_time_wait)
+                })
+        })
+    };
+    churn(&mut memories);
+    // Five connections closed (their TIME_WAIT is old by the third snapshot), three open.
+    close(connect(5));
+    let open = connect(3);
+    assert_eq!(churn(&mut memories), [(5, 5); 2]);
+    // The three close, four more open and close: new.
+    close(open);
+    close(connect(4));
+    assert_eq!(churn(&mut memories), [(12, 4); 2]);
+    assert_eq!(
+        memories.each_ref().map(|memory| memory.kept(netns.id)),
+        [Some(0), Some(12)],
+        "every TIME_WAIT socket was one before the listing began: the iterator's memory \
+         keeps none of them"
+    );
+    // Nothing new, and none of the twelve asked about.
+    assert_eq!(churn(&mut memories), [(12, 0); 2]);
 }

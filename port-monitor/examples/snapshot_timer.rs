@@ -7,7 +7,8 @@
 //!
 //! It loads the kernel programs as the daemon does (without the errno collectors, which a
 //! snapshot does not read) and calls the function the daemon's snapshot thread calls
-//! (`snapshot::snapshot_node`) with the daemon's sources. Run as root: it enters every
+//! (`snapshot::snapshot_node_with`) with the daemon's sources, each listing with its own
+//! memory of the previous snapshot, as the daemon keeps one. Run as root: it enters every
 //! namespace.
 
 use std::io::{BufRead as _, Write as _};
@@ -15,7 +16,7 @@ use std::io::{BufRead as _, Write as _};
 use port_monitor::{
     kernel::{Collectors, ErrnoHook, Kernel, TcpStateHook},
     model::{Protocol, TcpState},
-    snapshot::{Sources, snapshot_node},
+    snapshot::{ConnectionMemory, Sources, snapshot_node_with},
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,15 +33,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         conntrack: true,
         tcp_lister,
     };
-    let (by_iterator, by_sock_diag) = (sources(kernel.tcp_lister()), sources(None));
+    let mut by_iterator = (sources(kernel.tcp_lister()), ConnectionMemory::default());
+    let mut by_sock_diag = (sources(None), ConnectionMemory::default());
     let mut out = std::io::stdout().lock();
     for line in std::io::stdin().lock().lines() {
-        let sources = if line?.trim() == "sock_diag" {
-            &by_sock_diag
+        let (sources, memory) = if line?.trim() == "sock_diag" {
+            &mut by_sock_diag
         } else {
-            &by_iterator
+            &mut by_iterator
         };
-        let snapshot = snapshot_node(sources);
+        let snapshot = snapshot_node_with(sources, memory);
         let largest = snapshot
             .namespaces
             .iter()

@@ -4,9 +4,12 @@
 //! descriptor limit, the rest `TIME_WAIT`, which holds no descriptor and lives 60 s, so each
 //! measurement runs on sockets made for it just before):
 //! - `ss -Htan` listing the namespace and port-monitor's snapshot of every namespace
-//!   (`examples/snapshot_timer.rs`, the function the daemon's snapshot thread calls), one
-//!   after the other, the order swapped each round; then one more snapshot under
-//!   `perf record -g`, the profile of where its time goes;
+//!   (`examples/snapshot_timer.rs`, the function the daemon's snapshot thread calls) with
+//!   each TCP source, the `iter/tcp` program (the default) and `sock_diag`, one after the
+//!   other, the order rotated each round; then one more snapshot under `perf record -g`, the
+//!   profile of where its time goes. Twice: with the node's one TCP hash table, which every
+//!   namespace's listing walks whole, and with a table of the namespace's own
+//!   (`net.ipv4.tcp_child_ehash_entries`, Linux 6.1+, set while the namespace is made);
 //! - on sockets made again, the daemon as deployed: its RSS (now and peak), its CPU, its own
 //!   snapshot durations, and scrape latency.
 //!
@@ -36,8 +39,12 @@ use crate::cmd;
 
 const SIZES: [usize; 2] = [100_000, 1_000_000];
 
-/// Rounds of (`ss`, snapshot) per size.
+/// Rounds of (`ss`, snapshot by the iterator, snapshot by `sock_diag`) per size.
 const ROUNDS: usize = 4;
+
+/// Buckets of a namespace's own TCP hash table, where the run gives it one: the size of the
+/// node's table on the machine the figures were first taken on, so chains are as long.
+const OWN_TABLE: u32 = 262_144;
 
 /// Scrapes of the daemon per size, one a second.
 const SCRAPES: usize = 12;
@@ -64,7 +71,7 @@ pub fn run() -> Result<String> {
         "snapshot_timer",
     ]))?;
     let mut timing = String::from(
-        "\n## Snapshots at scale: one snapshot against `ss -Htan`\n\n| sockets made (listen / established / time_wait) | made in s | listed by `ss` | seen by the snapshot | `ss -Htan` ms: median (min-max) | snapshot ms: median (min-max) | snapshot / `ss` (medians) | snapshot process RSS / peak MiB |\n|---|---|---|---|---|---|---|---|\n",
+        "\n## Snapshots at scale: one snapshot against `ss -Htan`\n\n| sockets made (listen / established / time_wait) | TCP hash table | made in s | listed by `ss` | seen by the snapshot | `ss -Htan` ms: median (min-max) | snapshot ms, iterator | snapshot ms, `sock_diag` | iterator / `ss` | `sock_diag` / `ss` | snapshot process RSS / peak MiB |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut daemon = String::from(
         "\n## Snapshots at scale: the daemon\n\n| sockets | seen by the daemon | RSS MiB now / peak | CPU seconds / seconds measured | CPU, % of one core | daemon snapshot ms: median (min-max) | scrape ms: median (min-max) |\n|---|---|---|---|---|---|---|\n",
@@ -72,9 +79,11 @@ pub fn run() -> Result<String> {
     let mut profiles = String::new();
     let mut notes = Vec::new();
     for size in SIZES {
-        let row = time_snapshots(size, &mut notes)?;
-        timing.push_str(&row.table);
-        profiles.push_str(&row.profile);
+        for table in [Table::Shared, Table::Own] {
+            let row = time_snapshots(size, table, &mut notes)?;
+            timing.push_str(&row.table);
+            profiles.push_str(&row.profile);
+        }
         daemon.push_str(&daemon_at(size, &mut notes)?);
     }
     let slowdown = slowdown()?;
@@ -86,9 +95,47 @@ pub fn run() -> Result<String> {
     Ok(section)
 }
 
+/// Which TCP hash table the namespace's sockets are in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Table {
+    /// The node's one table (the default): every namespace's listing walks all of it.
+    Shared,
+    /// A table of its own, [`OWN_TABLE`] buckets (`tcp_child_ehash_entries`).
+    Own,
+}
+
+impl Table {
+    const fn label(self) -> &'static str {
+        match self {
+            Self::Shared => "the node's",
+            Self::Own => "its own",
+        }
+    }
+}
+
 /// A namespace for the sockets, with the sysctls a million of them need.
 fn scale_netns(purpose: &str) -> Result<Netns> {
-    let netns = Netns::new(purpose)?;
+    scale_netns_with(purpose, Table::Shared)
+}
+
+/// [`scale_netns`] with the TCP hash table `table`. The node's `tcp_child_ehash_entries`,
+/// which only namespaces made while it is set get, is set for the making and put back.
+fn scale_netns_with(purpose: &str, table: Table) -> Result<Netns> {
+    const CHILD_TABLE: &str = "net.ipv4.tcp_child_ehash_entries";
+    let netns = if table == Table::Own {
+        let before = cmd::output(cmd::command("sysctl").args(["-n", CHILD_TABLE]))
+            .context("this kernel has no per-namespace TCP hash tables (Linux 6.1+)")?;
+        cmd::run(cmd::command("sysctl").args(["-q", "-w", &format!("{CHILD_TABLE}={OWN_TABLE}")]))?;
+        let made = Netns::new(purpose);
+        cmd::run(cmd::command("sysctl").args([
+            "-q",
+            "-w",
+            &format!("{CHILD_TABLE}={}", before.trim()),
+        ]))?;
+        made?
+    } else {
+        Netns::new(purpose)?
+    };
     cmd::run(netns.exec("sysctl").args([
         "-q",
         "-w",
@@ -172,8 +219,9 @@ impl Timer {
         })
     }
 
-    fn snapshot(&mut self) -> Result<Timed> {
-        writeln!(self.stdin)?;
+    /// One snapshot, its TCP sockets listed by `source` (`iterator` or `sock_diag`).
+    fn snapshot(&mut self, source: &str) -> Result<Timed> {
+        writeln!(self.stdin, "{source}")?;
         self.stdin.flush()?;
         let mut line = String::new();
         self.stdout.read_line(&mut line)?;
@@ -232,42 +280,61 @@ struct TimingRow {
     profile: String,
 }
 
-/// `ss` and the snapshot, alternating, on `size` sockets; then the snapshot's profile.
-fn time_snapshots(size: usize, notes: &mut Vec<String>) -> Result<TimingRow> {
-    let netns = scale_netns("scale")?;
+/// What one round measures.
+#[derive(Clone, Copy)]
+enum Measure {
+    Ss,
+    Iterator,
+    SockDiag,
+}
+
+/// `ss` and the snapshot by each source, the order rotated each round, on `size` sockets in
+/// a namespace with the TCP hash table `table`; then the snapshot's profile.
+fn time_snapshots(size: usize, table: Table, notes: &mut Vec<String>) -> Result<TimingRow> {
+    let netns = scale_netns_with("scale", table)?;
     // Started before the sockets are made: its start-up is not in the window.
     let mut timer = Timer::start()?;
     let holder = Holder::start(&netns, size)?;
-    let (mut ss, mut ours, mut listed, mut seen) = (Vec::new(), Vec::new(), 0, 0.0);
+    let (mut ss, mut listed, mut seen) = (Vec::new(), 0, 0.0);
+    let (mut by_iterator, mut by_sock_diag) = (Vec::new(), Vec::new());
     let mut memory = (0.0, 0.0);
+    let orders = [
+        [Measure::Ss, Measure::Iterator, Measure::SockDiag],
+        [Measure::Iterator, Measure::SockDiag, Measure::Ss],
+        [Measure::SockDiag, Measure::Ss, Measure::Iterator],
+        [Measure::Ss, Measure::SockDiag, Measure::Iterator],
+    ];
     for round in 0..ROUNDS {
         if holder.expiring() {
             notes.push(format!(
-                "{size} sockets: {round} of {ROUNDS} rounds fitted in the {}-s window after the sockets were made",
+                "{size} sockets, {} table: {round} of {ROUNDS} rounds fitted in the {}-s window after the sockets were made",
+                table.label(),
                 WINDOW.as_secs()
             ));
             break;
         }
-        let mut snapshot = |timer: &mut Timer| -> Result<()> {
-            let answer = timer.snapshot()?;
-            ours.push(answer.millis);
-            seen = answer.largest;
+        for measure in orders[round % orders.len()] {
+            let source = match measure {
+                Measure::Ss => {
+                    let (millis, lines) = time_ss(&netns)?;
+                    ss.push(millis);
+                    listed = lines;
+                    continue;
+                }
+                Measure::Iterator => "iterator",
+                Measure::SockDiag => "sock_diag",
+            };
+            let answer = timer.snapshot(source)?;
+            if matches!(measure, Measure::Iterator) {
+                by_iterator.push(answer.millis);
+                seen = answer.largest;
+            } else {
+                by_sock_diag.push(answer.millis);
+            }
             memory = (answer.rss_kib, answer.peak_kib);
-            Ok(())
-        };
-        if round % 2 == 0 {
-            let (millis, lines) = time_ss(&netns)?;
-            ss.push(millis);
-            listed = lines;
-            snapshot(&mut timer)?;
-        } else {
-            snapshot(&mut timer)?;
-            let (millis, lines) = time_ss(&netns)?;
-            ss.push(millis);
-            listed = lines;
         }
     }
-    let profile = profile(&mut timer, size)?;
+    let profile = profile(&mut timer, size, table)?;
     let late = holder.expiring();
     let (kinds, made_in) = (holder.kinds.clone(), holder.made_in);
     if holder.total < size {
@@ -280,25 +347,35 @@ fn time_snapshots(size: usize, notes: &mut Vec<String>) -> Result<TimingRow> {
     drop(netns);
     if late {
         notes.push(format!(
-            "{size} sockets: the profile's snapshot ran after the first TIME_WAIT sockets could expire"
+            "{size} sockets, {} table: the profile's snapshot ran after the first TIME_WAIT sockets could expire",
+            table.label()
         ));
     }
-    let (ss, ours) = (Spread::of(&ss), Spread::of(&ours));
-    let mut table = String::new();
+    let (ss, by_iterator, by_sock_diag) = (
+        Spread::of(&ss),
+        Spread::of(&by_iterator),
+        Spread::of(&by_sock_diag),
+    );
+    let mut row = String::new();
     writeln!(
-        table,
-        "| {size} ({kinds}) | {:.1} | {listed} | {seen:.0} | {ss:.1} | {ours:.1} | {:.2} | {:.1} / {:.1} |",
+        row,
+        "| {size} ({kinds}) | {} | {:.1} | {listed} | {seen:.0} | {ss:.1} | {by_iterator:.1} | {by_sock_diag:.1} | {:.2} | {:.2} | {:.1} / {:.1} |",
+        table.label(),
         made_in.as_secs_f64(),
-        ours.median / ss.median,
+        by_iterator.median / ss.median,
+        by_sock_diag.median / ss.median,
         memory.0 / 1024.0,
         memory.1 / 1024.0,
     )?;
-    Ok(TimingRow { table, profile })
+    Ok(TimingRow {
+        table: row,
+        profile,
+    })
 }
 
 /// One more snapshot under `perf record -g`: the heaviest symbols, by self time.
-fn profile(timer: &mut Timer, size: usize) -> Result<String> {
-    let data = Path::new(RESULTS).join(format!("scale-{size}.perf.data"));
+fn profile(timer: &mut Timer, size: usize, table: Table) -> Result<String> {
+    let data = Path::new(RESULTS).join(format!("scale-{size}-{}.perf.data", table as u8));
     let perf = cmd::command("perf")
         .args(["record", "-g", "-q", "-o"])
         .arg(&data)
@@ -312,7 +389,7 @@ fn profile(timer: &mut Timer, size: usize) -> Result<String> {
         ));
     };
     std::thread::sleep(Duration::from_millis(500));
-    let profiled = timer.snapshot()?;
+    let profiled = timer.snapshot("iterator")?;
     cmd::run(cmd::command("kill").args(["-INT", &perf.id().to_string()]))?;
     let _ = perf.wait_with_output();
     let report = cmd::output(
@@ -331,7 +408,8 @@ fn profile(timer: &mut Timer, size: usize) -> Result<String> {
         writeln!(top, "{}", line.trim_end())?;
     }
     Ok(format!(
-        "\n### Where one snapshot's time goes at {size} sockets\n\n`perf record -g` of the snapshot timer during one snapshot ({:.0} ms under perf), self time by symbol (>= 1.5%):\n\n```text\n{top}```\n",
+        "\n### Where one snapshot's time goes at {size} sockets, {} TCP hash table\n\n`perf record -g` of the snapshot timer during one snapshot by the iterator ({:.0} ms under perf), self time by symbol (>= 1.5%):\n\n```text\n{top}```\n",
+        table.label(),
         profiled.millis
     ))
 }

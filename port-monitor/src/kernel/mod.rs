@@ -216,7 +216,7 @@ impl Kernel {
                     tracing::info!(%error, "the kernel's tick rate is unknown; snapshots list TCP sockets with sock_diag");
                 })
                 .ok()
-                .map(|hz| TcpLister::new(Arc::clone(&ebpf), hz))
+                .map(|hz| TcpLister::new(Arc::clone(&ebpf), hz, env.lists_bound_sockets))
         } else {
             None
         };

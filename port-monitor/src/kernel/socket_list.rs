@@ -29,11 +29,25 @@ pub struct TcpLister {
     ebpf: Arc<Mutex<Ebpf>>,
     /// Jiffies a second on this kernel (`CONFIG_HZ`): `TIME_WAIT` timers are in jiffies.
     hz: u64,
+    /// `sock_diag` can list the bound-but-idle TCP sockets the iterator cannot see (Linux
+    /// 6.7+).
+    diag_lists_idle: bool,
 }
 
 impl TcpLister {
-    pub(super) fn new(ebpf: Arc<Mutex<Ebpf>>, hz: u64) -> Self {
-        Self { ebpf, hz }
+    pub(super) fn new(ebpf: Arc<Mutex<Ebpf>>, hz: u64, diag_lists_idle: bool) -> Self {
+        Self {
+            ebpf,
+            hz,
+            diag_lists_idle,
+        }
+    }
+
+    /// Whether `sock_diag` lists the bound-but-idle TCP sockets (Linux 6.7+), which live only
+    /// in the bind hash, where the iterator does not look.
+    #[must_use]
+    pub const fn diag_lists_idle(&self) -> bool {
+        self.diag_lists_idle
     }
 
     /// Opens an iterator over the TCP sockets of the calling thread's network namespace (the

@@ -275,8 +275,9 @@ fn list_sockets(
             // The iterator walks the listening and connection hashes only; a bound socket
             // that is in neither is idle (or gone). Where the tables list idle ones (6.7+),
             // one dump of that state alone tells which; it walks the hash too, so it runs
-            // only when a tracked socket is missing.
-            if read.lists_bound && fold.unlisted().next().is_some() {
+            // only when a tracked socket is missing, or when nothing tracks them.
+            let untracked = read.reader.is_none();
+            if lister.diag_lists_idle() && (untracked || fold.unlisted().next().is_some()) {
                 sock_diag::dump_bound_inactive(socket, fold)?;
             }
         }

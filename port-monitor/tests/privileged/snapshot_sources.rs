@@ -150,6 +150,17 @@ fn privileged_iterator_and_sock_diag_list_the_same_sockets() {
     assert_eq!(tally.sockets(Protocol::Tcp, TcpState::BoundInactive), 1);
     assert_eq!(tally.bound_connections().0, 1, "bound, then connected");
     assert_eq!(by_iterator.sockets, by_sock_diag.sockets);
+    // Without the bind programs: idle bound sockets only where sock_diag lists them (6.7+),
+    // which the iterator's listing then asks it for.
+    let untracked = |tcp_lister| Sources {
+        proc: PathBuf::from("/proc"),
+        bound_sockets: None,
+        conntrack: false,
+        tcp_lister,
+    };
+    let by_iterator = snapshot_of(&netns, &untracked(kernel.tcp_lister()));
+    let by_sock_diag = snapshot_of(&netns, &untracked(None));
+    assert_eq!(by_iterator.sockets, by_sock_diag.sockets);
 }
 
 #[test]

@@ -8,6 +8,7 @@ pub mod conntrack;
 mod ctnetlink;
 mod fold;
 mod inet_diag;
+mod listing;
 mod memory;
 mod netlink;
 mod sock_diag;
@@ -16,26 +17,19 @@ pub use memory::ConnectionMemory;
 
 use std::{
     collections::{HashMap, HashSet},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::PathBuf,
     sync::{Arc, PoisonError, RwLock, mpsc},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use port_monitor_common::{FAMILY_INET6, maps::BoundSocket, socket_list::ListedSocket};
-
-use self::{fold::Fold, inet_diag::DiagSocket};
+use self::fold::Fold;
 use crate::{
     kernel::{
-        BoundSocketReader, TcpLister, TransitionReader,
-        bound_sockets::Tracked,
-        socket_list::{self, ListError},
+        BoundSocketReader, TcpLister, TransitionReader, bound_sockets::Tracked,
+        socket_list::ListError,
     },
-    model::{
-        self, Model, NamespaceSnapshot, NetnsId, Protocol, SocketTally, TcpState, Timing,
-        consistency::Transitions,
-    },
+    model::{Model, NamespaceSnapshot, NetnsId, SocketTally, Timing, consistency::Transitions},
     netns::{self, Netns, NetnsError},
     workloads,
 };
@@ -209,7 +203,12 @@ fn snapshot_namespace(
         sockets.compare_with(previous);
     }
     let mut fold = Fold::new(&mut sockets, tracked);
-    let listing = list_sockets(&socket, iterator, read, &mut fold);
+    let listing = listing::list_sockets(
+        &socket,
+        iterator.zip(read.lister),
+        read.reader.is_some(),
+        &mut fold,
+    );
     let listed_here = std::mem::take(&mut fold.listed);
     if let Ok(Some(began)) = listing {
         memory.listing_began(began);
@@ -232,7 +231,7 @@ fn snapshot_namespace(
             .filter(|cookie| !listed_here.contains(*cookie));
         let alive = reader.still_tracked(unlisted);
         for (_, bound) in tracked.iter().filter(|(cookie, _)| alive.contains(*cookie)) {
-            sockets.add(&bound_inactive(bound));
+            sockets.add(&listing::bound_inactive(bound));
         }
     }
     listed.extend(listed_here);
@@ -255,81 +254,6 @@ fn snapshot_namespace(
             .map(|text| workloads::from_proc_cgroup(&text))
             .unwrap_or_default(),
     })
-}
-
-/// Lists every TCP and UDP socket of the namespace into `fold`: TCP with the `iterator` when
-/// there is one, else with `sock_diag`, like UDP. Returns the kernel's jiffies when the
-/// iterator began, if it ran.
-fn list_sockets(
-    socket: &netlink_sys::Socket,
-    iterator: Option<std::fs::File>,
-    read: &Reading<'_>,
-    fold: &mut Fold<'_>,
-) -> Result<Option<u32>, SnapshotError> {
-    let mut began = None;
-    match (iterator, read.lister) {
-        (Some(iterator), Some(lister)) => {
-            began = socket_list::read_all(iterator, |listed| {
-                fold.add(Protocol::Tcp, &from_iterator(listed, lister));
-            })?;
-            // The iterator walks the listening and connection hashes only; a bound socket
-            // that is in neither is idle (or gone). Where the tables list idle ones (6.7+),
-            // one dump of that state alone tells which; it walks the hash too, so it runs
-            // only when a tracked socket is missing, or when nothing tracks them.
-            let untracked = read.reader.is_none();
-            if lister.diag_lists_idle() && (untracked || fold.unlisted().next().is_some()) {
-                sock_diag::dump_bound_inactive(socket, fold)?;
-            }
-        }
-        _ => sock_diag::dump_tcp(socket, fold)?,
-    }
-    sock_diag::dump_udp(socket, fold)?;
-    Ok(began)
-}
-
-/// An iterator record as a `sock_diag` dump would have listed it.
-fn from_iterator(record: &ListedSocket, lister: &TcpLister) -> DiagSocket {
-    let address = |addr: [u8; 16], port: u16| {
-        let ip = if record.family == FAMILY_INET6 {
-            IpAddr::V6(Ipv6Addr::from(addr))
-        } else {
-            IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
-        };
-        SocketAddr::new(ip, port)
-    };
-    let expires = lister.remaining(record.expires_in);
-    DiagSocket {
-        state: record.state,
-        local: address(record.local_addr, record.local_port),
-        remote: address(record.remote_addr, record.remote_port),
-        cookie: record.cookie,
-        expires_ms: u32::try_from(expires.as_millis()).unwrap_or(u32::MAX),
-        expires_at: (TcpState::from_kernel(record.state) == Some(TcpState::TimeWait))
-            .then_some(record.expires_at),
-    }
-}
-
-/// A TCP socket the bind hooks saw get a port and the tables did not list: bound, idle.
-fn bound_inactive(bound: &BoundSocket) -> model::Socket {
-    let address = if bound.family == FAMILY_INET6 {
-        IpAddr::V6(Ipv6Addr::from(bound.addr))
-    } else {
-        IpAddr::V4(Ipv4Addr::new(
-            bound.addr[0],
-            bound.addr[1],
-            bound.addr[2],
-            bound.addr[3],
-        ))
-    };
-    model::Socket {
-        protocol: Protocol::Tcp,
-        state: TcpState::BoundInactive,
-        local: SocketAddr::new(address, bound.port),
-        remote: SocketAddr::new(address, 0),
-        timer: Duration::ZERO,
-        expires_at: None,
-        binder: None,
-    }
 }
 
 /// Snapshots the node every `interval` on a dedicated thread, into `model`, until `stop`

@@ -275,11 +275,14 @@ fn privileged_iterator_counts_churn_as_sock_diag_does() {
     close(open);
     close(connect(4));
     assert_eq!(churn(&mut memories), [(12, 4); 2]);
-    assert_eq!(
-        memories.each_ref().map(|memory| memory.kept(netns.id)),
-        [Some(0), Some(12)],
-        "every TIME_WAIT socket was one before the listing began: the iterator's memory \
-         keeps none of them"
+    // The five closed before the previous snapshot are not kept by the iterator's memory;
+    // the seven closed since may be (those born in the kernel tick the listing began in).
+    let [by_iterator_kept, by_sock_diag_kept] =
+        memories.each_ref().map(|memory| memory.kept(netns.id));
+    assert_eq!(by_sock_diag_kept, Some(12));
+    assert!(
+        by_iterator_kept.is_some_and(|kept| kept <= 7),
+        "the iterator's memory keeps {by_iterator_kept:?} of 12 TIME_WAIT sockets"
     );
     // Nothing new, and none of the twelve asked about.
     assert_eq!(churn(&mut memories), [(12, 0); 2]);

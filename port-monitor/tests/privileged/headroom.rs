@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use crate::support::{Exporter, TestNetns, privileged};
+use crate::support::{Exporter, TestNetns, privileged, time_scale};
 
 #[test]
 fn privileged_a_hot_destination_reaches_ratio_one() {
@@ -44,8 +44,12 @@ fn privileged_a_hot_destination_reaches_ratio_one() {
     let get =
         |m: &crate::support::Metrics, name: &str, labels: &[(&str, &str); 5]| m.get(name, labels);
     let max = [("netns", id.as_str()), ("protocol", "tcp")];
-    let metrics = exporter.wait_until(Duration::from_secs(10), |m| {
+    let (hot, cold) = (destination("9000"), destination("9001"));
+    // A snapshot taken while the connections were being made can show the hot destination
+    // full before the cold ones exist: wait for one taken after all of them.
+    let metrics = exporter.wait_until(Duration::from_secs(10) * time_scale(), |m| {
         m.get("port_monitor_ephemeral_utilization_max_ratio", &max) == Some(1.0)
+            && get(m, "port_monitor_destination_ports_in_use", &cold) == Some(2.0)
     });
     assert_eq!(
         metrics.get("port_monitor_ephemeral_utilization_max_ratio", &max),
@@ -53,7 +57,6 @@ fn privileged_a_hot_destination_reaches_ratio_one() {
         "{}",
         metrics.text
     );
-    let (hot, cold) = (destination("9000"), destination("9001"));
     assert_eq!(
         get(&metrics, "port_monitor_destination_ports_in_use", &hot),
         Some(10.0)

@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use crate::support::{Exporter, TestNetns, privileged, time_scale};
+use crate::support::{Exporter, TestNetns, privileged};
 
 #[test]
 fn privileged_a_hot_destination_reaches_ratio_one() {
@@ -47,7 +47,7 @@ fn privileged_a_hot_destination_reaches_ratio_one() {
     let (hot, cold) = (destination("9000"), destination("9001"));
     // A snapshot taken while the connections were being made can show the hot destination
     // full before the cold ones exist: wait for one taken after all of them.
-    let metrics = exporter.wait_until(Duration::from_secs(10) * time_scale(), |m| {
+    let metrics = exporter.wait_until(Duration::from_secs(10), |m| {
         m.get("port_monitor_ephemeral_utilization_max_ratio", &max) == Some(1.0)
             && get(m, "port_monitor_destination_ports_in_use", &cold) == Some(2.0)
     });

@@ -66,7 +66,17 @@ fn privileged_connections_show_in_gauges_and_leave_none_behind() {
         ((v4, v6), clients, servers)
     });
 
-    let open = exporter.wait_until(WAIT, |m| sockets(m, &id, "established") == 10.0);
+    let opened = |m: &Metrics| {
+        m.value(
+            "port_monitor_tcp_state_transitions_total",
+            &[("from", "syn_sent"), ("to", "established")],
+        )
+    };
+    // The gauges come with each snapshot, the node-wide transition counts with each poll of
+    // the kernel's counters: either can show first.
+    let open = exporter.wait_until(WAIT, |m| {
+        sockets(m, &id, "established") == 10.0 && opened(m) >= 5.0
+    });
     assert_eq!(sockets(&open, &id, "established"), 10.0, "{}", open.text);
     assert_eq!(sockets(&open, &id, "listen"), 2.0);
     // The clients' 5 ports, plus 8080 (v4 and v6 listeners share the port number).
@@ -85,12 +95,6 @@ fn privileged_connections_show_in_gauges_and_leave_none_behind() {
         open.value("port_monitor_ephemeral_range_max", &[("netns", &id)]),
         60999.0
     );
-    let opened = |m: &Metrics| {
-        m.value(
-            "port_monitor_tcp_state_transitions_total",
-            &[("from", "syn_sent"), ("to", "established")],
-        )
-    };
     assert!(
         opened(&open) >= 5.0,
         "active opens counted: {}",

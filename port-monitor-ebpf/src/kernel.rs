@@ -47,6 +47,18 @@ pub fn layout() -> KernelLayout {
 /// Never expected; the programs log it (aya-log) and count nothing rather than garbage.
 pub struct Unreadable;
 
+/// A plain load of a `T` at `offset` bytes into the kernel object at `base`: no helper call
+/// (~1 ns), where the verifier knows `base`'s type (a BTF pointer: a `tp_btf` argument, an
+/// iterator's object) and checks the access against that struct, making it fault-safe.
+///
+/// # Safety
+/// `base` must be such a BTF pointer and `offset` a frozen layout constant of a field inside
+/// its type, or the verifier rejects the program.
+pub unsafe fn load<T: Copy>(base: *const u8, offset: u32) -> T {
+    // SAFETY: as the caller promises; the verifier turns it into a fault-safe load.
+    unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize).cast::<T>()) }
+}
+
 /// Reads a `T` at `offset` bytes from `base`, a kernel pointer.
 pub fn read<T>(base: *const u8, offset: u32) -> Result<T, Unreadable> {
     // SAFETY: bpf_probe_read_kernel copies through the kernel's fault-safe path; a bad

@@ -14,21 +14,11 @@ use port_monitor_common::{
     socket_list::{LISTED_SOCKET_SIZE, ListedSocket},
 };
 
-use crate::kernel::layout;
+use crate::kernel::{layout, load};
 
 const TCP_SYN_RECV: u8 = 3;
 const TCP_TIME_WAIT: u8 = 6;
 const TCP_NEW_SYN_RECV: u8 = 12;
-
-/// A plain load of a `T` at `offset` bytes into the kernel object at `base`.
-///
-/// # Safety
-/// `base` must be a BTF pointer the verifier knows the type of, and `offset` a frozen layout
-/// constant inside that type, or the verifier rejects the program.
-unsafe fn load<T: Copy>(base: *const u8, offset: u32) -> T {
-    // SAFETY: as the caller promises; the verifier turns it into a fault-safe load.
-    unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize).cast::<T>()) }
-}
 
 /// Four 32-bit loads: how the verifier lets an `in6_addr` (an array of `__be32`) be read.
 unsafe fn load_addr6(base: *const u8, offset: u32) -> [u8; 16] {

@@ -48,15 +48,8 @@ pub fn tcp_state_change(ctx: BtfTracePointContext) -> i32 {
     // A plain load, not a helper call: `sk` is a BTF pointer and the offset a constant of the
     // frozen layout, so the verifier checks the access against `struct sock` itself. The
     // hot path pays ~1 ns for it.
-    #[expect(
-        clippy::cast_ptr_alignment,
-        reason = "sk_protocol is a u16 field of struct sock: aligned"
-    )]
-    let field = sk
-        .wrapping_add(layout().sock_protocol as usize)
-        .cast::<u16>();
     // SAFETY: the verifier allows only a load of `sk_protocol` inside `struct sock`.
-    let protocol = unsafe { core::ptr::read_volatile(field) };
+    let protocol: u16 = unsafe { kernel::load(sk, layout().sock_protocol) };
     if protocol == u16::from(PROTOCOL_TCP) && on_transition(sk, old, new).is_err() {
         warn!(
             &ctx,

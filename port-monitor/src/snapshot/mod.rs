@@ -210,16 +210,20 @@ fn snapshot_namespace(
         &mut fold,
     );
     let listed_here = std::mem::take(&mut fold.listed);
-    if let Ok(Some(began)) = listing {
-        memory.listing_began(began);
-    }
-    if let Err(error) = listing {
-        // The model keeps the time of the last good read: the connections of that read
-        // stay for the next one to compare with.
-        if let Some(previous) = sockets.take_previous() {
-            memory.remember(id, cookie, previous);
+    match listing {
+        Ok(began) => {
+            if let Some(began) = began {
+                memory.listing_began(began);
+            }
         }
-        return Err(error);
+        Err(error) => {
+            // The model keeps the time of the last good read: the connections of that read
+            // stay for the next one to compare with.
+            if let Some(previous) = sockets.take_previous() {
+                memory.remember(id, cookie, previous);
+            }
+            return Err(error);
+        }
     }
     if !read.lists_bound
         && let Some(reader) = read.reader

@@ -11,7 +11,9 @@ use std::{
 
 use nix::sys::socket::{SockaddrStorage, connect};
 use port_monitor::{
-    kernel::{Collectors, ErrnoHook, Kernel, TcpStateHook, socket_list},
+    kernel::{
+        BoundSocketReader, Collectors, ErrnoHook, Kernel, TcpLister, TcpStateHook, socket_list,
+    },
     model::{NamespaceSnapshot, Protocol, TcpState},
     snapshot::{ConnectionMemory, Sources, snapshot_node, snapshot_node_with},
 };
@@ -30,6 +32,17 @@ fn load_kernel() -> Kernel {
     };
     let (kernel, _events) = Kernel::load(collectors, None).expect("the kernel programs load");
     kernel
+}
+
+/// What a snapshot reads: every namespace, conntrack left out, TCP listed by `tcp_lister`
+/// (`None`: `sock_diag`), bound sockets told by `bound_sockets`.
+fn sources(bound_sockets: Option<BoundSocketReader>, tcp_lister: Option<TcpLister>) -> Sources {
+    Sources {
+        proc: PathBuf::from("/proc"),
+        bound_sockets,
+        conntrack: false,
+        tcp_lister,
+    }
 }
 
 fn snapshot_of(netns: &TestNetns, sources: &Sources) -> NamespaceSnapshot {
@@ -130,14 +143,9 @@ fn privileged_iterator_and_sock_diag_list_the_same_sockets() {
     // Reuse off: whether a TIME_WAIT port counts as reusable must not depend on the moment.
     netns.sysctl("net.ipv4.tcp_tw_reuse", "0");
     let _sockets = make_sockets(&netns);
-    let sources = |tcp_lister| Sources {
-        proc: PathBuf::from("/proc"),
-        bound_sockets: kernel.bound_sockets(),
-        conntrack: false,
-        tcp_lister,
-    };
-    let by_iterator = snapshot_of(&netns, &sources(lister));
-    let by_sock_diag = snapshot_of(&netns, &sources(None));
+    let tracked = |tcp_lister| sources(kernel.bound_sockets(), tcp_lister);
+    let by_iterator = snapshot_of(&netns, &tracked(lister));
+    let by_sock_diag = snapshot_of(&netns, &tracked(None));
     let tally = &by_iterator.sockets;
     // What was made, so that equality cannot come from two empty listings.
     assert_eq!(tally.sockets(Protocol::Tcp, TcpState::Listen), 4);
@@ -152,12 +160,7 @@ fn privileged_iterator_and_sock_diag_list_the_same_sockets() {
     assert_eq!(by_iterator.sockets, by_sock_diag.sockets);
     // Without the bind programs: idle bound sockets only where sock_diag lists them (6.7+),
     // which the iterator's listing then asks it for.
-    let untracked = |tcp_lister| Sources {
-        proc: PathBuf::from("/proc"),
-        bound_sockets: None,
-        conntrack: false,
-        tcp_lister,
-    };
+    let untracked = |tcp_lister| sources(None, tcp_lister);
     let by_iterator = snapshot_of(&netns, &untracked(kernel.tcp_lister()));
     let by_sock_diag = snapshot_of(&netns, &untracked(None));
     assert_eq!(by_iterator.sockets, by_sock_diag.sockets);
@@ -235,13 +238,7 @@ fn privileged_iterator_counts_churn_as_sock_diag_does() {
             drop(server);
         }
     };
-    let sources = |tcp_lister| Sources {
-        proc: PathBuf::from("/proc"),
-        bound_sockets: None,
-        conntrack: false,
-        tcp_lister,
-    };
-    let (by_iterator, by_sock_diag) = (sources(kernel.tcp_lister()), sources(None));
+    let (by_iterator, by_sock_diag) = (sources(None, kernel.tcp_lister()), sources(None, None));
     // One memory per listing: the iterator's, then sock_diag's.
     let mut memories = [ConnectionMemory::default(), ConnectionMemory::default()];
     // (TIME_WAIT, of them new) toward the listener by each listing.
